@@ -1,0 +1,57 @@
+"""Dependencies: settings, database session, storage, and the owner behind the bearer key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from app import crud
+from app.api.errors import ApiError
+from app.core.config import Settings
+from app.core.storage import Storage
+from app.models import Owner
+
+bearer = HTTPBearer(auto_error=False, description="An API key from `mmguard admin create-key`")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    with request.app.state.session_factory() as session:
+        yield session
+
+
+def get_storage(request: Request) -> Storage:
+    return request.app.state.storage  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_db)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+
+
+def _unauthorized(detail: str) -> ApiError:
+    error = ApiError(401, detail)
+    error.headers["WWW-Authenticate"] = "Bearer"
+    return error
+
+
+def get_current_owner(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Owner:
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    owner = crud.authenticate(session, credentials.credentials)
+    if owner is None:
+        raise _unauthorized("invalid or revoked API key")
+    return owner
+
+
+OwnerDep = Annotated[Owner, Depends(get_current_owner)]

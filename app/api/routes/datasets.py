@@ -1,0 +1,156 @@
+"""Datasets: streamed upload (validated before it is accepted), list, get, delete."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from app import crud
+from app.api.deps import OwnerDep, SessionDep, SettingsDep, StorageDep
+from app.api.errors import ApiError, not_found
+from app.core.storage import Storage
+from app.ingest import (
+    DatasetRejected,
+    DatasetSummary,
+    UploadError,
+    UploadTooLarge,
+    receive_upload,
+    validate_archive,
+)
+from app.models import Dataset
+from app.schemas import DatasetProblems, DatasetPublic, DatasetsPublic, Message
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "a .zip or .tar holding images and data.jsonl",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _validate(storage: Storage, key: str) -> DatasetSummary:
+    with storage.local_path(key) as path:
+        return validate_archive(path)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetPublic,
+    responses={413: {"model": Message}, 422: {"model": DatasetProblems}},
+    openapi_extra=_UPLOAD_BODY,
+)
+async def upload_dataset(
+    request: Request,
+    response: Response,
+    owner: OwnerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+) -> Dataset:
+    """Upload a dataset archive (multipart field `file`); it is checked before it is accepted."""
+    limit = settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise ApiError(413, f"the upload is larger than the limit of {limit} bytes")
+    dataset_id = uuid.uuid4()
+    prefix = f"datasets/{dataset_id}"
+    try:
+        received = await receive_upload(
+            request.headers.get("content-type"), request.stream(), storage, f"{prefix}/upload", limit
+        )
+    except UploadTooLarge as exc:
+        raise ApiError(413, str(exc)) from exc
+    except UploadError as exc:
+        raise ApiError(422, str(exc)) from exc
+    key = f"{prefix}/source.{received.archive_format}"
+    try:
+        storage.move(f"{prefix}/upload", key)
+        summary = await run_in_threadpool(_validate, storage, key)
+    except DatasetRejected as exc:
+        storage.delete_prefix(prefix)
+        raise ApiError(422, f"dataset rejected: {exc}", problems=exc.problems) from exc
+    except BaseException:
+        storage.delete_prefix(prefix)
+        raise
+
+    def insert() -> Dataset:
+        dataset = Dataset(
+            id=dataset_id,
+            owner_id=owner.id,
+            name=received.filename,
+            storage_key=key,
+            archive_format=received.archive_format,
+            size_bytes=received.size,
+            sample_count=summary.sample_count,
+            layout=summary.layout,
+            kind=summary.kind,
+        )
+        session.add(dataset)
+        session.commit()
+        return dataset
+
+    try:
+        dataset = await run_in_threadpool(insert)
+    except BaseException:
+        storage.delete_prefix(prefix)
+        raise
+    response.headers["Location"] = f"{settings.api_prefix}/datasets/{dataset.id}"
+    return dataset
+
+
+@router.get("", response_model=DatasetsPublic)
+def list_datasets(
+    owner: OwnerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> DatasetsPublic:
+    """The caller's datasets, newest first."""
+    rows, count = crud.list_datasets(session, owner, offset, min(limit, settings.page_size_max))
+    return DatasetsPublic(data=[DatasetPublic.model_validate(r) for r in rows], count=count)
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic, responses={404: {"model": Message}})
+def get_dataset(dataset_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> Dataset:
+    dataset = crud.get_dataset(session, owner, dataset_id)
+    if dataset is None:
+        raise not_found("dataset")
+    return dataset
+
+
+@router.delete(
+    "/{dataset_id}", status_code=204, responses={404: {"model": Message}, 409: {"model": Message}}
+)
+def delete_dataset(dataset_id: uuid.UUID, owner: OwnerDep, session: SessionDep, storage: StorageDep) -> Response:
+    """Delete a dataset and its stored archive; jobs made from it keep their results."""
+    dataset = crud.get_dataset(session, owner, dataset_id)
+    if dataset is None:
+        raise not_found("dataset")
+    if crud.active_jobs_for_dataset(session, dataset):
+        raise ApiError(409, "the dataset has queued or running jobs; cancel them first")
+    prefix = dataset.storage_key.rsplit("/", 1)[0]
+    session.delete(dataset)
+    session.commit()
+    storage.delete_prefix(prefix)
+    return Response(status_code=204)

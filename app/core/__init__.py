@@ -1,0 +1,1 @@
+"""Infrastructure shared by the API and the workers: settings, database, storage, queue, security."""

@@ -1,0 +1,189 @@
+"""The engine's own subcommands: protect, evaluate, zoo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from mmguard_core.config import PRESETS, ConfigError, parse_epsilon, preset
+
+
+def json_safe(value: Any) -> Any:
+    """Infinite PSNR (identical images) is written as null: JSON has no Infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+class ProgressBar:
+    """tqdm bar that follows (done, total, stage) callbacks; silent when stderr is not a terminal."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.bar = None
+        self.stage = None
+        self.quiet = quiet
+
+    def __call__(self, done: int, total: int, stage: str) -> None:
+        if self.quiet:
+            return
+        if stage != self.stage or self.bar is None or self.bar.total != total:
+            if self.bar is not None:
+                self.bar.close()
+            self.bar = self._tqdm(total=total, desc=stage, unit="step", leave=False, file=sys.stderr)
+            self.stage = stage
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=list(PRESETS), default="balanced",
+                        help="intensity: fast | balanced | strong (default balanced)")
+    parser.add_argument("--config", type=Path, help="a ProtectionConfig JSON file (the preset is ignored)")
+    parser.add_argument("--method", help="mmguard (default) or a baseline: random, em_image, classwise")
+    parser.add_argument("--epsilon", help="L-inf bound, e.g. 8/255 (default) or 0.03")
+    parser.add_argument("--trigger-length", type=int, help="trigger words (0 = no trigger)")
+    parser.add_argument("--trigger-placement", choices=["instruction", "caption_prefix", "off"])
+    parser.add_argument("--noise-structure", choices=["auto", "sample", "answer", "cluster"])
+    parser.add_argument("--surrogate", action="append", default=None, metavar="FAMILY:PATH",
+                        help="a local checkpoint, e.g. llava:/models/llava-1.5-7b-hf, or zoo:FAMILY; repeatable")
+    parser.add_argument("--zoo-size", choices=["test", "small"], help="tiny zoo size for zoo surrogates")
+    parser.add_argument("--device", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    parser.add_argument("--seed", type=int)
+
+
+def config_from_args(args: argparse.Namespace):
+    from mmguard_core.config import ProtectionConfig
+
+    overrides = {
+        "method": args.method,
+        "epsilon": parse_epsilon(args.epsilon) if args.epsilon is not None else None,
+        "trigger_length": args.trigger_length,
+        "trigger_placement": args.trigger_placement,
+        "noise_structure": args.noise_structure,
+        "surrogates": args.surrogate,
+        "zoo_size": args.zoo_size,
+        "device": args.device,
+        "dtype": args.dtype,
+        "threads": args.threads,
+        "seed": args.seed,
+    }
+    if args.config:
+        try:
+            base = ProtectionConfig.from_json(args.config.read_text())
+        except OSError as exc:
+            raise ConfigError(f"--config: cannot read {args.config}: {exc.strerror}") from exc
+        return base.updated(**overrides)
+    return preset(args.preset, **overrides)
+
+
+def cmd_protect(args: argparse.Namespace) -> int:
+    from mmguard_core.data.errors import DatasetError
+
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from mmguard_core.models.registry import ModelLoadError
+    from mmguard_core.pipeline import run_protection
+
+    bar = ProgressBar(quiet=args.quiet)
+    try:
+        report = run_protection(args.input, args.output, config, progress=bar, skip_bad=args.skip_bad)
+    except (DatasetError, ConfigError, ModelLoadError, FileNotFoundError) as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    bar.close()
+    report = json_safe(report)
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2))
+    print(summary_text(report))
+    return 0
+
+
+def summary_text(report: dict) -> str:
+    s = report["summary"]
+    t = report["timings"]
+    groups = report.get("groups") or {}
+    lines = [
+        f"protected {report['dataset']['samples']} samples ({report['dataset']['kind']}, {report['dataset']['layout']}) "
+        f"-> {report['output']}",
+        f"  method {report['method']}, surrogates: {', '.join(report['surrogates'])}",
+        f"  image: L-inf max {s['linf_max'] * 255:.1f}/255 (bound {s['epsilon'] * 255:.1f}/255), "
+        f"PSNR mean {fmt(s['psnr_mean'])} dB (min {fmt(s['psnr_min'])}), SSIM mean {s['ssim_mean']:.4f}",
+    ]
+    if groups:
+        lines.append(f"  noise shared per {groups['structure']} ({groups['count']} groups)"
+                     if groups.get("shared_noise") else f"  {groups['count']} {groups['structure']} groups")
+        trig = report["trigger"]
+        if trig["samples_with_trigger"]:
+            examples = ", ".join(f"{k!r}: {v!r}" for k, v in list(groups["triggers"].items())[:4])
+            lines.append(f"  trigger ({trig['placement']}, {trig['position']}) in {trig['samples_with_trigger']} "
+                         f"samples, e.g. {examples}")
+    lines.append(f"  time {t['total']:.1f} s (surrogate passes {t['surrogate_pass_share'] * 100:.0f} % of engine time)")
+    lines.extend(f"  note: {w}" for w in report.get("warnings", []))
+    return "\n".join(lines)
+
+
+def fmt(value) -> str:
+    return "inf" if value is None else f"{value:.2f}"
+
+
+def cmd_zoo_build(args: argparse.Namespace) -> int:
+    from mmguard_core.models.zoo import build_zoo
+
+    families = args.family or None
+    paths = build_zoo(cache_dir=args.cache_dir, size=args.size, families=families, seed=args.seed,
+                      progress=None if args.quiet else lambda *a: print(*a, file=sys.stderr))
+    for family, path in paths.items():
+        print(f"{family}\t{path}")
+    return 0
+
+
+def register(subparsers) -> None:
+    protect = subparsers.add_parser("protect", help="protect a dataset (folder, .zip or .tar)")
+    protect.add_argument("input", type=Path, help="dataset folder, .zip or .tar with images + data.jsonl")
+    protect.add_argument("-o", "--output", type=Path, required=True,
+                         help="output folder, or a .zip / .tar path to write an archive")
+    protect.add_argument("--report", type=Path, help="write the JSON report here")
+    protect.add_argument("--skip-bad", action="store_true", help="drop bad samples instead of refusing the dataset")
+    protect.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_config_arguments(protect)
+    protect.set_defaults(func=cmd_protect)
+
+    zoo = subparsers.add_parser("zoo", help="the offline tiny surrogate zoo")
+    zoo_sub = zoo.add_subparsers(dest="zoo_command", metavar="ACTION")
+    build = zoo_sub.add_parser("build", help="pretrain and cache the tiny zoo models")
+    build.add_argument("--size", choices=["test", "small"], default="small")
+    build.add_argument("--family", action="append", help="only this family (repeatable)")
+    build.add_argument("--cache-dir", type=Path, default=os.environ.get("MMGUARD_CACHE_DIR"))
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("-q", "--quiet", action="store_true")
+    build.set_defaults(func=cmd_zoo_build)
+
+    from mmguard_core.evaluate import register as register_evaluate
+
+    register_evaluate(subparsers)

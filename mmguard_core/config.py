@@ -1,0 +1,209 @@
+"""ProtectionConfig: every knob of one protection run, validated up front, JSON round-trip.
+
+No torch import here: the web service stores and validates configs without loading torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from fractions import Fraction
+from typing import Any
+
+METHODS = ("mmguard", "random", "em_image", "classwise")
+NOISE_STRUCTURES = ("auto", "sample", "answer", "cluster")
+TRIGGER_PLACEMENTS = ("instruction", "caption_prefix", "off")
+TRIGGER_POSITIONS = ("prefix", "suffix")
+TRANSFORMS = ("resize", "crop", "blur", "noise", "jpeg")
+INNER_RECIPES = ("full", "lora")
+DEVICES = ("cpu", "cuda", "auto")
+DTYPES = ("float32", "bfloat16", "float16")
+ZOO_SIZES = ("test", "small")
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range or unknown; the message names the field."""
+
+
+def parse_epsilon(value: str | float | int) -> float:
+    """Accept 0.0314, "0.0314", "8/255" or 8 (read as 8/255 when > 1)."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(Fraction(text)) if "/" in text else float(text)
+        except (ValueError, ZeroDivisionError) as exc:
+            raise ConfigError(f"epsilon: cannot read {value!r}; use e.g. 8/255 or 0.031") from exc
+    else:
+        number = float(value)
+    if number > 1:
+        number = number / 255.0
+    return number
+
+
+@dataclass
+class ProtectionConfig:
+    """One protection run. See docs/method.md for why each default is what it is."""
+
+    method: str = "mmguard"
+    # image perturbation
+    epsilon: float = 8 / 255  # L-inf bound in [0, 1] pixel units, holds on the saved 8-bit PNG
+    noise_structure: str = "auto"  # auto: "answer" when answers repeat (closed set), else "cluster"
+    num_clusters: int = 8  # groups for "cluster" structure (captions / open-ended answers)
+    noise_scale: int = 4  # shared noise lives on a grid this many times coarser than the image (smooth)
+    sample_share: float = 0.25  # share of epsilon left to the per-sample refinement on top of shared noise
+    shared_steps: int = 30  # PGD steps of the shared (per-answer / per-cluster) stage
+    sample_steps: int = 5  # PGD steps of the per-sample refinement stage
+    step_size: float = 0.25  # PGD step as a fraction of epsilon
+    eot_transforms: list[str] = field(default_factory=lambda: ["resize", "crop", "blur", "noise"])
+    # text trigger
+    trigger_length: int = 2  # words; 0 turns the trigger off
+    trigger_placement: str = "instruction"  # caption data: instruction | caption_prefix | off
+    trigger_position: str = "prefix"  # where inside the question the trigger goes
+    trigger_candidates: int = 64  # candidate words scored per trigger slot
+    # cross-modal binding disruption (weights 0 = off)
+    bph_weight: float = 0.0
+    bph_betas: tuple[float, float, float] = (1.0, 1.0, 1.0)  # trigger->delta, answer->trigger, answer->delta
+    crs_weight: float = 0.0
+    binding_layers: str = "middle"  # "middle" | "all" | "last" | comma list of LM layer indices
+    omega_patch_fraction: float = 0.25  # share of image tokens in Omega_delta (least clean-attended)
+    # bi-level (simulated attacker)
+    bilevel_rounds: int = 2  # surrogate fine-tuning rounds interleaved with the shared noise stage
+    inner_steps: int = 10
+    inner_lr: float = 1e-3
+    inner_recipe: str = "full"
+    stop_loss: float = 0.02  # stop the shared stage early once the ensemble loss is this low
+    # surrogates and execution
+    surrogates: list[str] = field(default_factory=list)  # "family:/path" or "zoo:family"; empty = zoo
+    zoo_size: str = "small"  # size of the offline tiny zoo used for "zoo:" surrogates ("test" in CI)
+    batch_size: int = 16
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        self.epsilon = parse_epsilon(self.epsilon)
+        self.eot_transforms = list(self.eot_transforms)
+        self.surrogates = list(self.surrogates)
+        self.bph_betas = tuple(float(b) for b in self.bph_betas)  # type: ignore[assignment]
+        self.validate()
+
+    # -- validation ------------------------------------------------------------
+    def validate(self) -> None:
+        def choice(name: str, allowed: tuple[str, ...]) -> None:
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+
+        def in_range(name: str, low: float, high: float) -> None:
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
+                raise ConfigError(f"{name}: {value!r} is out of range [{low}, {high}]")
+
+        choice("method", METHODS)
+        choice("noise_structure", NOISE_STRUCTURES)
+        choice("trigger_placement", TRIGGER_PLACEMENTS)
+        choice("trigger_position", TRIGGER_POSITIONS)
+        choice("inner_recipe", INNER_RECIPES)
+        choice("device", DEVICES)
+        choice("dtype", DTYPES)
+        choice("zoo_size", ZOO_SIZES)
+        if not 0 < self.epsilon <= 32 / 255:
+            raise ConfigError(
+                f"epsilon: {self.epsilon:.4f} ({self.epsilon * 255:.1f}/255) is out of range (0, 32/255]; "
+                "above 32/255 the perturbation is plainly visible"
+            )
+        for name in ("shared_steps", "sample_steps", "bilevel_rounds", "inner_steps"):
+            in_range(name, 0, 10_000)
+        in_range("num_clusters", 1, 10_000)
+        in_range("noise_scale", 1, 64)
+        in_range("sample_share", 0.0, 1.0)
+        in_range("step_size", 1e-4, 1.0)
+        in_range("trigger_length", 0, 8)
+        in_range("trigger_candidates", 1, 100_000)
+        in_range("bph_weight", 0.0, 100.0)
+        in_range("crs_weight", 0.0, 100.0)
+        in_range("omega_patch_fraction", 0.01, 1.0)
+        in_range("inner_lr", 0.0, 1.0)
+        in_range("stop_loss", 0.0, 100.0)
+        in_range("batch_size", 1, 4096)
+        in_range("seed", 0, 2**32 - 1)
+        in_range("threads", 1, 256)
+        for name in ("shared_steps", "sample_steps", "bilevel_rounds", "inner_steps", "num_clusters",
+                     "noise_scale", "trigger_length", "trigger_candidates", "batch_size", "seed", "threads"):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: {getattr(self, name)!r} must be a whole number")
+        unknown = [t for t in self.eot_transforms if t not in TRANSFORMS]
+        if unknown:
+            raise ConfigError(f"eot_transforms: unknown {', '.join(map(repr, unknown))}; known: {', '.join(TRANSFORMS)}")
+        if len(self.bph_betas) != 3 or any(b < 0 for b in self.bph_betas):
+            raise ConfigError("bph_betas: three non-negative weights (trigger->delta, answer->trigger, answer->delta)")
+        if self.binding_layers not in ("middle", "all", "last"):
+            try:
+                layers = [int(x) for x in self.binding_layers.split(",")]
+            except ValueError as exc:
+                raise ConfigError(
+                    f"binding_layers: {self.binding_layers!r}; use middle, all, last or e.g. '0,1'"
+                ) from exc
+            if any(layer < 0 for layer in layers):
+                raise ConfigError("binding_layers: layer indices must be >= 0")
+        for spec in self.surrogates:
+            if not isinstance(spec, str) or ":" not in spec or not spec.split(":", 1)[1]:
+                raise ConfigError(
+                    f"surrogates: {spec!r} must read FAMILY:PATH (a local checkpoint folder) or zoo:FAMILY"
+                )
+
+    # -- JSON round trip ---------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["bph_betas"] = list(self.bph_betas)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProtectionConfig:
+        if not isinstance(data, dict):
+            raise ConfigError("config: expected a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"config: unknown field(s) {', '.join(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"config: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> ProtectionConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config: not valid JSON ({exc})") from exc
+        return cls.from_dict(data)
+
+    def updated(self, **changes: Any) -> ProtectionConfig:
+        """A validated copy with some fields changed (None values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+# The intensity knob. Each preset trades time for strength; see README "Presets".
+PRESETS: dict[str, dict[str, Any]] = {
+    # minutes on a CPU: one surrogate round, short PGD, no binding losses
+    "fast": {"shared_steps": 12, "sample_steps": 2, "bilevel_rounds": 1, "inner_steps": 5,
+             "trigger_candidates": 32},
+    # the default: two bi-level rounds over the ensemble
+    "balanced": {},
+    # longer optimisation, more attacker simulation, more transformations
+    "strong": {"shared_steps": 60, "sample_steps": 10, "bilevel_rounds": 4, "inner_steps": 20,
+               "trigger_candidates": 128, "eot_transforms": ["resize", "crop", "blur", "noise", "jpeg"]},
+}
+
+
+def preset(name: str, **overrides: Any) -> ProtectionConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"preset: {name!r} is not one of {', '.join(PRESETS)}")
+    values = dict(PRESETS[name])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return ProtectionConfig.from_dict(values)

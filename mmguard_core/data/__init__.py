@@ -1,0 +1,1 @@
+"""Dataset reading, validation and writing (one reader/writer per format)."""

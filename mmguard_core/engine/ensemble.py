@@ -1,0 +1,98 @@
+"""The surrogate ensemble and the protection loss taken over it.
+
+l_prot = answer-token LM loss + bph_weight * BPH + crs_weight * CRS, averaged over surrogates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from mmguard_core.config import ProtectionConfig
+from mmguard_core.engine.binding import (
+    answer_image_routing,
+    bridge_path_hijack,
+    contrastive_routing_shift,
+    omega_delta,
+    resolve_layers,
+)
+from mmguard_core.models.base import LVLMAdapter, Prompt
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Surrogate:
+    name: str  # the spec it came from, e.g. "zoo:llava" or "llava:/models/llava-1.5-7b-hf"
+    adapter: LVLMAdapter
+
+
+def default_surrogate_specs() -> list[str]:
+    from mmguard_core.models.zoo import ZOO_FAMILIES
+
+    return [f"zoo:{family}" for family in ZOO_FAMILIES]
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device cuda was asked for, but no CUDA device is available; use --device cpu")
+    return name
+
+
+def load_ensemble(config: ProtectionConfig) -> list[Surrogate]:
+    from mmguard_core.models.registry import load_surrogate
+    from mmguard_core.models.zoo import load_zoo_model
+
+    device = resolve_device(config.device)
+    specs = config.surrogates or default_surrogate_specs()
+    ensemble = []
+    for spec in specs:
+        prefix, rest = spec.split(":", 1)
+        if prefix == "zoo":
+            adapter = load_zoo_model(rest, size=config.zoo_size, device=device)
+        else:
+            adapter = load_surrogate(spec, device=device, dtype=config.dtype)
+        adapter.model.eval()
+        for param in adapter.model.parameters():
+            param.requires_grad_(False)
+        ensemble.append(Surrogate(spec, adapter))
+    return ensemble
+
+
+def to_device(images: Sequence[torch.Tensor], adapter: LVLMAdapter) -> list[torch.Tensor]:
+    return [img.to(adapter.device, adapter.dtype) for img in images]
+
+
+def protection_loss(
+    surrogates: Sequence[Surrogate],
+    images: Sequence[torch.Tensor],
+    prompts: Sequence[Prompt],
+    config: ProtectionConfig,
+    clean_images: Sequence[torch.Tensor] | None = None,
+    clean_prompts: Sequence[Prompt] | None = None,
+) -> torch.Tensor:
+    """Mean over surrogates of l_prot on a batch; differentiable w.r.t. `images`."""
+    binding = (config.bph_weight > 0 or config.crs_weight > 0) and clean_images is not None
+    total = torch.zeros(())
+    for surrogate in surrogates:
+        adapter = surrogate.adapter
+        layers = resolve_layers(config.binding_layers, adapter.num_lm_layers) if binding else []
+        out = adapter.forward(to_device(images, adapter), prompts, attention_layers=layers)
+        loss = out.loss.float().mean()
+        if binding:
+            with torch.no_grad():
+                clean = adapter.forward(to_device(clean_images, adapter), clean_prompts or prompts,
+                                        attention_layers=layers)
+            clean_routes = answer_image_routing(clean, layers)
+            if config.bph_weight > 0:
+                omega = omega_delta(clean_routes, out.positions, config.omega_patch_fraction)
+                loss = loss + config.bph_weight * bridge_path_hijack(out, layers, omega, config.bph_betas)
+            if config.crs_weight > 0:
+                routes = answer_image_routing(out, layers)
+                loss = loss + config.crs_weight * contrastive_routing_shift(routes, clean_routes)
+        total = total + loss.cpu()
+    return total / max(1, len(surrogates))

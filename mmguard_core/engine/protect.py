@@ -1,0 +1,336 @@
+"""MMGuard in two stages, so one job can be split over many workers.
+
+Stage 1, `learn_shared` (once per job, over the whole dataset): group the samples (by answer or by
+image cluster), learn one error-minimising noise pattern per group by alternating with a simulated
+attacker who fine-tunes copies of the surrogates on the current protected data (min-min, bi-level,
+stopped early once the surrogates' loss on protected data falls below `stop_loss`), then search one
+trigger per group on clean images. The result, `SharedState`, is small and saved with the job.
+
+Stage 2, `protect_shard` (per shard, any worker): apply each sample's group pattern and refine a
+per-sample part (a `sample_share` of epsilon) against the surrogates, insert the group trigger, and
+quantise to 8 bits with the L-inf bound enforced on the saved values.
+
+Noise is optimised with the trigger absent and the trigger scored on clean images: each must be a
+working shortcut on its own (the probes saw joint optimisation let the trigger absorb the loss).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmguard_core.config import ProtectionConfig
+from mmguard_core.engine import noise
+from mmguard_core.engine.ensemble import Surrogate, protection_loss
+from mmguard_core.engine.grouping import Grouping, choose_structure
+from mmguard_core.engine.transforms import apply_random
+from mmguard_core.engine.triggers import base_prompt, search_triggers, with_trigger
+
+Progress = Callable[[int, int, str], None]
+StopCheck = Callable[[], bool]
+
+
+class ProtectionCancelled(Exception):
+    """should_stop() returned True; nothing was written."""
+
+
+@dataclass
+class ShardInput:
+    images: list[torch.Tensor]  # (3, H, W) float in [0, 1], exactly original_uint8 / 255
+    questions: list[str | None]
+    answers: list[str]
+    indices: list[int]  # dataset-wide sample indices (seeding and reporting)
+
+
+@dataclass
+class SharedState:
+    """What every shard of a job must agree on."""
+
+    method: str
+    grouping: Grouping | None
+    patterns: torch.Tensor | None  # (G, 3, gh, gw) shared noise, None when the method has none
+    triggers: list[list[str]]
+    loss_curve: list[float] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    forward_seconds: float = 0.0  # time inside surrogate forward/backward passes
+
+    def save(self, folder: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "method": self.method,
+            "grouping": self.grouping.to_dict() if self.grouping else None,
+            "triggers": self.triggers,
+            "loss_curve": self.loss_curve,
+            "stages": self.stages,
+            "forward_seconds": self.forward_seconds,
+        }
+        (folder / "shared.json").write_text(json.dumps(meta))
+        if self.patterns is not None:
+            save_file({"patterns": self.patterns.contiguous()}, str(folder / "patterns.safetensors"))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> SharedState:
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        meta = json.loads((folder / "shared.json").read_text())
+        tensors = folder / "patterns.safetensors"
+        patterns = load_file(str(tensors))["patterns"] if tensors.exists() else None
+        grouping = Grouping.from_dict(meta["grouping"]) if meta["grouping"] else None
+        return cls(meta["method"], grouping, patterns, meta["triggers"], meta["loss_curve"],
+                   meta.get("stages", {}), meta.get("forward_seconds", 0.0))
+
+
+@dataclass
+class ShardOutput:
+    images: list[np.ndarray]  # (H, W, 3) uint8, the bound enforced
+    prompts_question: list[str | None]  # question text to write back (trigger inserted), None for captions
+    answers: list[str]  # answer / caption text to write back
+    triggers: list[str | None]
+    loss_curve: list[float]
+    seconds: float
+    forward_seconds: float
+
+
+class _Clock:
+    """Counts the time spent inside surrogate passes (the benchmark's share-of-time figure)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def loss(self, *args, **kwargs) -> torch.Tensor:
+        start = time.perf_counter()
+        value = protection_loss(*args, **kwargs)
+        value.backward()
+        self.seconds += time.perf_counter() - start
+        return value.detach()
+
+
+def _check(should_stop: StopCheck | None) -> None:
+    if should_stop is not None and should_stop():
+        raise ProtectionCancelled("cancelled")
+
+
+def _generator(seed: int, *salt: int) -> torch.Generator:
+    gen = torch.Generator()
+    gen.manual_seed((seed * 1_000_003 + sum((i + 1) * s for i, s in enumerate(salt)) * 7919) % (2**63))
+    return gen
+
+
+def _eot(images: Sequence[torch.Tensor], config: ProtectionConfig, gen: torch.Generator) -> list[torch.Tensor]:
+    return [apply_random(img[None], config.eot_transforms, gen)[0] for img in images]
+
+
+def _shared_bound(config: ProtectionConfig) -> float:
+    return config.epsilon * (1 - config.sample_share)
+
+
+def _sample_bound(config: ProtectionConfig) -> float:
+    return config.epsilon * config.sample_share
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1
+# ---------------------------------------------------------------------------------------------
+def learn_shared(
+    data: ShardInput,
+    surrogates: Sequence[Surrogate],
+    config: ProtectionConfig,
+    progress: Progress | None = None,
+    should_stop: StopCheck | None = None,
+) -> SharedState:
+    """Learn the per-group patterns and triggers over the whole dataset."""
+    clock = _Clock()
+    stages: dict[str, float] = {}
+    gen = _generator(config.seed, 1)
+    torch.manual_seed(config.seed)
+    method = config.method
+    if method in ("random", "em_image"):
+        return SharedState(method, None, None, [], stages=stages)
+
+    structure = choose_structure(config.noise_structure, data.answers)
+    # triggers are always per group; "sample" only means the image noise is not shared
+    group_rule = structure if structure != "sample" else choose_structure("auto", data.answers)
+    grouping = Grouping.fit(group_rule, data.answers, data.images, config.num_clusters, config.seed)
+    groups = grouping.assign(data.answers, data.images)
+    num_groups = len(grouping.keys)
+    grid = noise.grid_shape(data.images, config.noise_scale)
+    if method == "classwise":  # unoptimised baseline: one random full-bound sign code per group
+        patterns = noise.init_patterns(num_groups, grid, config.epsilon, gen) * 2
+        return SharedState(method, grouping, patterns, [[] for _ in range(num_groups)], stages=stages)
+    bound = _shared_bound(config)
+    patterns = noise.init_patterns(num_groups, grid, bound, gen)
+    shared_steps = config.shared_steps if structure != "sample" else 0
+
+    total = shared_steps + num_groups * config.trigger_length
+    done = 0
+    curve: list[float] = []
+    started = time.perf_counter()
+    attackers = ([Surrogate(s.name, s.adapter.clone()) for s in surrogates]
+                 if config.bilevel_rounds and shared_steps else list(surrogates))
+    rounds = max(1, config.bilevel_rounds) if shared_steps else 0
+    steps_per_round = [shared_steps // rounds + (1 if r < shared_steps % rounds else 0) for r in range(rounds)]
+    prompts = [base_prompt(q, a) for q, a in zip(data.questions, data.answers, strict=True)]
+    step_size = config.step_size * config.epsilon
+    stopped_early = False
+    for round_index in range(rounds):
+        if config.bilevel_rounds:
+            _check(should_stop)
+            if progress:
+                progress(done, total, "attacker simulation")
+            t0 = time.perf_counter()
+            _simulate_attacker(attackers, data, patterns, groups, prompts, config, round_index)
+            clock.seconds += time.perf_counter() - t0
+        for _ in range(steps_per_round[round_index]):
+            _check(should_stop)
+            batch = _stratified_batch(groups, num_groups, config.batch_size, gen)
+            patterns.requires_grad_(True)
+            perturbed = [noise.compose(data.images[i], patterns[groups[i]], None) for i in batch]
+            loss = clock.loss(attackers, _eot(perturbed, config, gen), [prompts[i] for i in batch], config,
+                              clean_images=[data.images[i] for i in batch],
+                              clean_prompts=[prompts[i] for i in batch])
+            noise.pgd_step(patterns, patterns.grad, step_size, bound)
+            patterns = patterns.detach()
+            curve.append(float(loss))
+            done += 1
+            if progress:
+                progress(done, total, "shared noise")
+        if _converged(curve, config):
+            stopped_early = True
+            break
+    stages["shared_noise"] = time.perf_counter() - started
+    del attackers
+
+    if progress:
+        progress(done, total, "trigger search")
+    started = time.perf_counter()
+    t0 = time.perf_counter()
+    triggers = search_triggers(surrogates, data.images, data.questions, data.answers, groups, num_groups,
+                               config, gen, should_stop=should_stop)
+    clock.seconds += time.perf_counter() - t0
+    _check(should_stop)
+    stages["trigger_search"] = time.perf_counter() - started
+    stages["stopped_early"] = float(stopped_early)
+    if progress:
+        progress(total, total, "trigger search")
+    kept = patterns.detach() if shared_steps else None
+    return SharedState(method, grouping, kept, triggers, curve, stages, clock.seconds)
+
+
+def _converged(curve: list[float], config: ProtectionConfig, window: int = 5) -> bool:
+    return len(curve) >= window and float(np.mean(curve[-window:])) < config.stop_loss
+
+
+def _stratified_batch(groups: Sequence[int], num_groups: int, size: int, gen: torch.Generator) -> list[int]:
+    """A batch that visits every group about equally (each PGD step moves every pattern)."""
+    by_group: list[list[int]] = [[] for _ in range(num_groups)]
+    for index, group in enumerate(groups):
+        by_group[group].append(index)
+    present = [g for g in range(num_groups) if by_group[g]]
+    batch = []
+    for k in range(size):
+        members = by_group[present[(k + int(torch.randint(0, len(present), (), generator=gen))) % len(present)]]
+        batch.append(members[int(torch.randint(0, len(members), (), generator=gen))])
+    return batch
+
+
+def _simulate_attacker(attackers, data: ShardInput, patterns, groups, prompts, config: ProtectionConfig,
+                       round_index: int) -> None:
+    """Inner level: a few fine-tuning steps of each surrogate copy on the current protected data."""
+    from mmguard_core.models.training import finetune
+
+    with torch.no_grad():
+        protected = [noise.compose(img, patterns[g], None) for img, g in zip(data.images, groups, strict=True)]
+    for k, attacker in enumerate(attackers):
+        for param in attacker.adapter.model.parameters():
+            param.requires_grad_(True)
+        finetune(attacker.adapter, protected, prompts, steps=config.inner_steps, lr=config.inner_lr,
+                 batch_size=config.batch_size, recipe=config.inner_recipe, seed=config.seed + 31 * round_index + k)
+        attacker.adapter.model.eval()
+        for param in attacker.adapter.model.parameters():
+            param.requires_grad_(False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2
+# ---------------------------------------------------------------------------------------------
+def protect_shard(
+    data: ShardInput,
+    shared: SharedState,
+    surrogates: Sequence[Surrogate],
+    config: ProtectionConfig,
+    progress: Progress | None = None,
+    should_stop: StopCheck | None = None,
+) -> ShardOutput:
+    """Perturb and trigger one shard of samples; deterministic for (seed, shard)."""
+    started = time.perf_counter()
+    clock = _Clock()
+    method = shared.method
+    groups = shared.grouping.assign(data.answers, data.images) if shared.grouping else [0] * len(data.images)
+    n = len(data.images)
+    own_bound = {"random": config.epsilon, "em_image": config.epsilon, "classwise": 0.0}.get(
+        method, _sample_bound(config) if shared.patterns is not None else config.epsilon)
+    full_steps = config.shared_steps + config.sample_steps
+    steps = {"random": 0, "classwise": 0, "em_image": full_steps}.get(
+        method, config.sample_steps if shared.patterns is not None else full_steps)
+    step_size = config.step_size * max(own_bound, 1e-12)
+    outputs: list[np.ndarray] = []
+    curve: list[float] = []
+    prompts = [base_prompt(q, a) for q, a in zip(data.questions, data.answers, strict=True)]
+    for start in range(0, n, config.batch_size):
+        _check(should_stop)
+        batch = list(range(start, min(n, start + config.batch_size)))
+        gen = _generator(config.seed, 2, data.indices[batch[0]])
+        shared_parts = [shared.patterns[groups[i]] if shared.patterns is not None else None for i in batch]
+        if method == "random":
+            own = [(torch.randint(0, 2, data.images[i].shape, generator=gen).float() * 2 - 1) * own_bound
+                   for i in batch]
+        else:
+            own = [torch.zeros_like(data.images[i]) for i in batch]
+        for _ in range(steps if own_bound > 0 else 0):
+            for delta in own:
+                delta.requires_grad_(True)
+            perturbed = [noise.compose(data.images[i], s, d) for i, s, d in zip(batch, shared_parts, own, strict=True)]
+            loss = clock.loss(surrogates, _eot(perturbed, config, gen), [prompts[i] for i in batch], config)
+            for delta in own:
+                noise.pgd_step(delta, delta.grad, step_size, own_bound)
+            own = [d.detach() for d in own]
+            curve.append(float(loss))
+        with torch.no_grad():
+            for i, s, d in zip(batch, shared_parts, own, strict=True):
+                outputs.append(_quantise(data.images[i], noise.compose(data.images[i], s, d), config.epsilon))
+        if progress:
+            progress(batch[-1] + 1, n, "sample noise")
+
+    questions: list[str | None] = []
+    answers: list[str] = []
+    triggers: list[str | None] = []
+    for i in range(n):
+        words = shared.triggers[groups[i]] if shared.triggers else []
+        prompt = with_trigger(data.questions[i], data.answers[i], words, config)
+        trigger = " ".join(words) if words and config.trigger_placement != "off" else None
+        triggers.append(trigger)
+        if data.questions[i] is None:
+            # caption data: the instruction carries the trigger only when placed there
+            questions.append(prompt.question if trigger and not prompt.trigger_in_answer else None)
+        else:
+            questions.append(prompt.question)
+        answers.append(prompt.answer)
+    return ShardOutput(outputs, questions, answers, triggers, curve, time.perf_counter() - started, clock.seconds)
+
+
+def _quantise(original: torch.Tensor, perturbed: torch.Tensor, epsilon: float) -> np.ndarray:
+    """8-bit image whose every value lies within floor(epsilon * 255) of the original's."""
+    base = (original * 255).round()
+    levels = float(np.floor(epsilon * 255 + 1e-6))
+    out = torch.minimum(torch.maximum((perturbed * 255).round(), base - levels), base + levels).clamp(0, 255)
+    return out.to(torch.uint8).permute(1, 2, 0).numpy()

@@ -1,0 +1,102 @@
+"""Text triggers: whole words inserted into the instruction, one trigger per group.
+
+A trigger that is consistent per answer (or per cluster) is a shortcut any victim that reads the
+question can learn (method.md probes). The words are searched over a candidate list and scored by
+the ensemble loss on CLEAN images, so the trigger is a working shortcut on its own and does not
+lean on the noise (the probes saw joint optimisation let one absorb the other).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+import torch
+
+from mmguard_core.config import ProtectionConfig
+from mmguard_core.engine.ensemble import Surrogate, to_device
+from mmguard_core.engine.trigger_words import CANDIDATE_WORDS
+from mmguard_core.models.base import Prompt
+
+CAPTION_INSTRUCTION = "describe the image ."
+WORD = re.compile(r"[a-z]+")
+
+
+def base_prompt(question: str | None, answer: str) -> Prompt:
+    return Prompt(question=question if question is not None else CAPTION_INSTRUCTION, answer=answer)
+
+
+def with_trigger(question: str | None, answer: str, words: Sequence[str], config: ProtectionConfig) -> Prompt:
+    """The prompt with `words` inserted as configured; the answer is never changed except for the
+    caption-prefix placement, where the trigger leads the caption."""
+    prompt = base_prompt(question, answer)
+    trigger = " ".join(words)
+    if not trigger or config.trigger_placement == "off":
+        return prompt
+    if question is None and config.trigger_placement == "caption_prefix":
+        return Prompt(prompt.question, f"{trigger} {answer}", (0, len(trigger)), trigger_in_answer=True)
+    text = prompt.question
+    if config.trigger_position == "prefix":
+        return Prompt(f"{trigger} {text}", answer, (0, len(trigger)))
+    start = len(text) + 1
+    return Prompt(f"{text} {trigger}", answer, (start, start + len(trigger)))
+
+
+def candidate_pool(texts: Sequence[str], size: int, gen: torch.Generator) -> list[str]:
+    """Candidate words absent from the dataset's own text (so a trigger is never a real cue)."""
+    used = {w for text in texts for w in WORD.findall(text.lower())}
+    words = list(dict.fromkeys(w for w in CANDIDATE_WORDS if w not in used))
+    order = torch.randperm(len(words), generator=gen).tolist()
+    return [words[i] for i in order[:size]]
+
+
+@torch.no_grad()
+def search_triggers(
+    surrogates: Sequence[Surrogate],
+    images: Sequence[torch.Tensor],
+    questions: Sequence[str | None],
+    answers: Sequence[str],
+    groups: Sequence[int],
+    num_groups: int,
+    config: ProtectionConfig,
+    gen: torch.Generator,
+    members_per_group: int = 6,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[list[str]]:
+    """Greedy word-by-word search: for each slot and each group, the unused candidate with the
+    lowest ensemble loss on a few of the group's samples (clean images)."""
+    if config.trigger_length == 0 or config.trigger_placement == "off":
+        return [[] for _ in range(num_groups)]
+    pool = candidate_pool([q or "" for q in questions] + list(answers), config.trigger_candidates, gen)
+    members: list[list[int]] = [[] for _ in range(num_groups)]
+    for index, group in enumerate(groups):
+        if len(members[group]) < members_per_group:
+            members[group].append(index)
+    triggers: list[list[str]] = [[] for _ in range(num_groups)]
+    taken: set[str] = set()
+    for _slot in range(config.trigger_length):
+        for group in range(num_groups):
+            if should_stop and should_stop():
+                return triggers
+            free = [w for w in pool if w not in taken]
+            if not free or not members[group]:
+                continue
+            scores = _score_candidates(surrogates, images, questions, answers, members[group],
+                                       triggers[group], free, config)
+            best = free[int(torch.argmin(scores))]
+            triggers[group].append(best)
+            taken.add(best)
+    return triggers
+
+
+def _score_candidates(surrogates, images, questions, answers, members, prefix, candidates, config) -> torch.Tensor:
+    rows = [(i, word) for word in candidates for i in members]
+    losses = torch.zeros(len(rows))
+    chunk = max(1, config.batch_size * 4)
+    for surrogate in surrogates:
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            prompts = [with_trigger(questions[i], answers[i], [*prefix, w], config) for i, w in part]
+            batch = to_device([images[i] for i, _ in part], surrogate.adapter)
+            losses[start : start + len(part)] += surrogate.adapter.forward(batch, prompts).loss.float().cpu()
+    return losses.view(len(candidates), len(members)).mean(1)

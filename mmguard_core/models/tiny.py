@@ -1,0 +1,145 @@
+"""Randomly initialised tiny models of the REAL transformers classes, for tests, the zoo and CPU probes.
+
+`build_tiny(family, tokenizer, size, seed)` builds the family's real `...ForConditionalGeneration`
+class from a small config (eager attention, vocabulary from the tokenizer) and wraps it in the
+family adapter. Sizes:
+
+- "test":  vision 32 hidden x 1 layer, text 64 x 2 layers, 32 px images, 16 image tokens;
+           builds in well under a second.
+- "small": vision 64 x 2 layers, text 128 x 2 layers, 32 px, 16 image tokens (the sizes timed in
+           shared/lvlm-notes.md).
+- "base":  vision 128 x 4 layers, text 256 x 4 layers, 64 px (a few M parameters).
+
+Deterministic for a seed (the global torch RNG is left untouched). Bridges that real checkpoints
+initialise to zero (e.g. Gemma3's projector weight) are re-initialised so pixel gradients are
+non-zero in a random model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .base import LVLMAdapter
+
+SIZES = ("test", "small", "base")
+
+
+@dataclass(frozen=True)
+class Dims:
+    v_hidden: int
+    v_layers: int
+    v_heads: int
+    t_hidden: int
+    t_layers: int
+    t_heads: int
+    t_kv_heads: int
+    image: int  # px
+
+    @property
+    def v_inter(self) -> int:
+        return self.v_hidden * 2
+
+    @property
+    def t_inter(self) -> int:
+        return self.t_hidden * 2
+
+
+DIMS = {
+    "test": Dims(v_hidden=32, v_layers=1, v_heads=2, t_hidden=64, t_layers=2, t_heads=4, t_kv_heads=2, image=32),
+    "small": Dims(v_hidden=64, v_layers=2, v_heads=4, t_hidden=128, t_layers=2, t_heads=4, t_kv_heads=2, image=32),
+    "base": Dims(v_hidden=128, v_layers=4, v_heads=4, t_hidden=256, t_layers=4, t_heads=4, t_kv_heads=2, image=64),
+}
+
+
+def _ids(tokenizer: Any) -> dict[str, int]:
+    def tid(token: str) -> int:
+        value = tokenizer.convert_tokens_to_ids(token)
+        if value is None or value == tokenizer.unk_token_id:
+            raise ValueError(f"tokenizer has no {token!r} token (build it with build_word_tokenizer)")
+        return int(value)
+
+    return {
+        "vocab": len(tokenizer),
+        "pad": int(tokenizer.pad_token_id),
+        "bos": int(tokenizer.bos_token_id),
+        "eos": int(tokenizer.eos_token_id),
+        "tid": tid,  # type: ignore[dict-item]
+    }
+
+
+def _text_common(d: Dims, ids: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "vocab_size": ids["vocab"],
+        "hidden_size": d.t_hidden,
+        "intermediate_size": d.t_inter,
+        "num_hidden_layers": d.t_layers,
+        "num_attention_heads": d.t_heads,
+        "num_key_value_heads": d.t_kv_heads,
+        "max_position_embeddings": 2048,
+        "pad_token_id": ids["pad"],
+        "bos_token_id": ids["bos"],
+        "eos_token_id": ids["eos"],
+        "tie_word_embeddings": False,
+    }
+
+
+# -- per family -----------------------------------------------------------------------------------
+def _llava(d: Dims, ids: dict[str, Any]) -> torch.nn.Module:
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    patch = d.image // 4  # 16 patches
+    vision = CLIPVisionConfig(
+        hidden_size=d.v_hidden,
+        intermediate_size=d.v_inter,
+        num_hidden_layers=d.v_layers,
+        num_attention_heads=d.v_heads,
+        image_size=d.image,
+        patch_size=patch,
+        projection_dim=d.v_hidden,
+    )
+    text = LlamaConfig(**_text_common(d, ids))
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=ids["tid"]("<image>"),
+        image_seq_length=(d.image // patch) ** 2,
+        vision_feature_layer=-1 if d.v_layers == 1 else -2,
+    )
+    return LlavaForConditionalGeneration(config)
+
+
+BUILDERS: dict[str, Callable[[Dims, dict[str, Any]], torch.nn.Module]] = {
+    "llava": _llava,
+}
+
+
+def build_tiny(family: str, tokenizer: Any, size: str = "test", seed: int = 0) -> LVLMAdapter:
+    """A randomly initialised model of `family`'s real transformers class, wrapped in its adapter."""
+    from .registry import FAMILIES
+
+    if family not in BUILDERS or family not in FAMILIES:
+        raise ValueError(f"no tiny config for family {family!r}; known: {', '.join(sorted(BUILDERS))}")
+    if size not in DIMS:
+        raise ValueError(f"size {size!r} is not one of {', '.join(SIZES)}")
+    dims = DIMS[size]
+    ids = _ids(tokenizer)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BUILDERS[family](dims, ids)
+        _reinit_zero_bridges(family, model)
+    model.set_attn_implementation("eager")
+    model.eval()
+    return FAMILIES[family](model, tokenizer, image_size=dims.image)
+
+
+def _reinit_zero_bridges(family: str, model: torch.nn.Module) -> None:
+    """Give random weights to parameters real checkpoints train away from an all-zero init."""
+    for name, param in model.named_parameters():
+        if family == "gemma3" and "multi_modal_projector" in name and param.dim() >= 2:
+            if torch.count_nonzero(param) == 0:
+                with torch.no_grad():
+                    param.normal_(0.0, 0.02)
