@@ -167,30 +167,16 @@ async def receive_upload(
     return ReceivedFile(filename=sink.filename, size=sink.size, archive_format=fmt)
 
 
-def validate_archive(path: Path) -> DatasetSummary:
+def validate_archive(path: Path, work_dir: Path, max_bytes: int) -> DatasetSummary:
     """Check the stored archive with the engine's torch-free validator; DatasetRejected when unusable."""
-    from mmguard_core.data import DatasetError, validate_dataset
+    from mmguard_core.data import IngestLimits, validate_dataset
 
-    try:
-        report = validate_dataset(path)
-    except DatasetError as exc:
-        raise DatasetRejected(
-            getattr(exc, "summary", None) or str(exc).splitlines()[0],
-            [_problem_dict(p) for p in exc.problems],
-        ) from exc
-    problems = list(getattr(report, "problems", []) or [])
-    if problems:
-        raise DatasetRejected(
-            f"the dataset has {len(problems)} problem(s)", [_problem_dict(p) for p in problems]
-        )
-    count = int(getattr(report, "sample_count", 0) or 0)
-    if count == 0:
+    report = validate_dataset(path, work_dir=work_dir, limits=IngestLimits(max_archive_bytes=max_bytes))
+    problems = [p.to_dict() for p in report.problems]
+    if not report.ok or problems:
+        first = str(report.problems[0]) if report.problems else "the dataset cannot be read"
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise DatasetRejected(first + more, problems)
+    if report.num_samples == 0:
         raise DatasetRejected("the dataset holds no samples", [])
-    return DatasetSummary(sample_count=count, layout=str(report.layout), kind=str(report.kind))
-
-
-def _problem_dict(problem: object) -> dict[str, object]:
-    if hasattr(problem, "to_dict"):
-        return problem.to_dict()  # type: ignore[no-any-return]
-    return {"file": getattr(problem, "file", None), "line": getattr(problem, "line", None),
-            "message": getattr(problem, "message", str(problem))}
+    return DatasetSummary(sample_count=report.num_samples, layout=str(report.format), kind=str(report.kind))

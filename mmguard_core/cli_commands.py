@@ -108,7 +108,7 @@ def cmd_protect(args: argparse.Namespace) -> int:
     bar = ProgressBar(quiet=args.quiet)
     try:
         report = run_protection(args.input, args.output, config, progress=bar, skip_bad=args.skip_bad)
-    except (DatasetError, ConfigError, ModelLoadError, FileNotFoundError) as exc:
+    except (DatasetError, ConfigError, ModelLoadError, FileNotFoundError, FileExistsError) as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2

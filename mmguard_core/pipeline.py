@@ -20,7 +20,7 @@ import torch
 
 from mmguard_core import __version__, metrics
 from mmguard_core.config import ProtectionConfig
-from mmguard_core.data import load_dataset, load_image, write_protected
+from mmguard_core.data import load_dataset, merge_alpha, read_image_uint8, write_protected
 from mmguard_core.data.sample import Dataset, ProtectedSample
 from mmguard_core.engine.ensemble import load_ensemble
 from mmguard_core.engine.protect import (
@@ -48,8 +48,8 @@ def read_shard_input(dataset: Dataset, indices: list[int] | None = None) -> tupl
     images, alphas, questions, answers = [], [], [], []
     for index in indices:
         sample = dataset.samples[index]
-        rgb, alpha = load_image(dataset.root / sample.image_path)
-        images.append(torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float())
+        rgb, alpha = read_image_uint8(dataset.image_file(index))
+        images.append(torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float() / 255)
         alphas.append(alpha)
         questions.append(sample.question)
         answers.append(sample.answer)
@@ -74,8 +74,8 @@ def run_protection(
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="mmguard-") as scratch:
         if progress:
             progress(0, 1, "reading dataset")
-        dataset = load_dataset(input_path, work_dir=scratch, skip_bad=skip_bad)
-        report = protect_loaded(dataset, output_path, config, progress=progress, should_stop=should_stop)
+        with load_dataset(input_path, work_dir=scratch, skip_bad=skip_bad) as dataset:
+            report = protect_loaded(dataset, output_path, config, progress=progress, should_stop=should_stop)
     report["input"] = str(input_path)
     report["output"] = str(output_path)
     return report
@@ -128,9 +128,7 @@ def protect_loaded(
 def to_protected_samples(data: ShardInput, shard: ShardOutput, alphas: list) -> list[ProtectedSample]:
     out = []
     for k, index in enumerate(data.indices):
-        image = shard.images[k]
-        if alphas[k] is not None:  # alpha is kept exactly as it was
-            image = np.concatenate([image, np.asarray(alphas[k], dtype=np.uint8)[..., None]], axis=2)
+        image = merge_alpha(shard.images[k], alphas[k])  # alpha is kept exactly as it was
         out.append(ProtectedSample(index=index, image=image, question=shard.prompts_question[k],
                                    answer=shard.answers[k], trigger=shard.triggers[k]))
     return out

@@ -69,7 +69,13 @@ def test_tokenizer_offsets_and_round_trip(tokenizer, tmp_path):
     start, end = enc["offset_mapping"][red]
     assert text[start:end] == "Red"
     assert tokenizer.unk_token_id not in _word_ids(tokenizer, " ".join(WORDS))
-    for token in ("<|image_pad|>", "<fake_token_around_image>", "<global-img>", "<row_1_col_1>", "<IMG_CONTEXT>"):
+    for token in (
+        "<|image_pad|>",
+        "<fake_token_around_image>",
+        "<global-img>",
+        "<row_1_col_1>",
+        "<IMG_CONTEXT>",
+    ):
         assert tokenizer.convert_tokens_to_ids(token) != tokenizer.unk_token_id
     tokenizer.save_pretrained(tmp_path)
     again = AutoTokenizer.from_pretrained(tmp_path, local_files_only=True)
@@ -112,7 +118,12 @@ def test_token_positions_and_labels(adapter, tokenizer):
     text = adapter.text_inputs(prompts)
     ids, labels, mask = text["input_ids"], text["labels"], text["attention_mask"]
     assert ids.shape == labels.shape == mask.shape
-    end_tokens = {"llava": "<eos>", "paligemma": "<eos>", "qwen2_vl": "<|im_end|>", "qwen2_5_vl": "<|im_end|>"}
+    end_tokens = {
+        "llava": "<eos>",
+        "paligemma": "<eos>",
+        "qwen2_vl": "<|im_end|>",
+        "qwen2_5_vl": "<|im_end|>",
+    }
     end_tokens |= {"idefics3": "<end_of_utterance>", "internvl": "<|im_end|>", "gemma3": "<end_of_turn>"}
     end_tokens |= {"llava_next": "<eos>"}
     end_id = tokenizer.convert_tokens_to_ids(end_tokens[adapter.family])
@@ -189,7 +200,7 @@ def test_exact_match_equals_greedy_decode(tokenizer):
         adapter.model.train()
         for _ in range(60):
             out = adapter.forward([image], [prompt], text=text)
-            if bool(out.exact[0]) and float(out.loss[0]) < 0.05:
+            if bool(out.exact[0]) and float(out.loss[0].detach()) < 0.05:
                 break
             optimiser.zero_grad()
             out.loss.sum().backward()
@@ -248,3 +259,143 @@ def test_wrong_family_for_checkpoint(tokenizer, tmp_path):
         pytest.skip("only one family registered")
     with pytest.raises(ModelLoadError, match="llava"):
         load_surrogate(f"{others[0]}:{tmp_path}")
+
+
+def _reference(family: str, tokenizer, pil, question: str, answer: str):
+    """(processor output, number of prompt tokens it covers) from the family's own transformers
+    processor (PIL image backends, built offline with explicit sizes), or None when unavailable."""
+    if family == "llava":
+        from transformers import LlavaProcessor
+        from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+
+        image_processor = LlavaImageProcessorPil(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+        )
+        processor = LlavaProcessor(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            patch_size=8,
+            vision_feature_select_strategy="default",
+            num_additional_image_tokens=1,
+        )
+        text = f"<bos>USER: <image>\n{question} ASSISTANT:"
+        return processor(images=[pil], text=[text], return_tensors="pt", add_special_tokens=False)
+    if family == "llava_next":  # canonical size = the tile size: base image + one tile
+        from transformers import LlavaNextProcessor
+        from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+        image_processor = LlavaNextImageProcessorPil(
+            size={"shortest_edge": 32},
+            crop_size={"height": 32, "width": 32},
+            image_grid_pinpoints=[[32, 32], [32, 64], [64, 32], [64, 64]],
+        )
+        processor = LlavaNextProcessor(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            patch_size=8,
+            vision_feature_select_strategy="default",
+            num_additional_image_tokens=1,
+        )
+        text = f"<bos>USER: <image>\n{question} ASSISTANT:"
+        return processor(images=[pil], text=[text], return_tensors="pt", add_special_tokens=False)
+    if family == "idefics3":
+        from transformers import Idefics3Processor
+        from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+        image_processor = Idefics3ImageProcessorPil(
+            do_image_splitting=False, size={"longest_edge": 32}, max_image_size={"longest_edge": 32}
+        )
+        processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=16)
+        text = f"<bos>User:<image>{question}<end_of_utterance>\nAssistant:"
+        return processor(images=[[pil]], text=[text], return_tensors="pt", add_special_tokens=False)
+    if family == "paligemma":
+        from transformers import PaliGemmaProcessor
+        from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+        image_processor = SiglipImageProcessorPil(size={"height": 32, "width": 32})
+        image_processor.image_seq_length = 16
+        processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
+        return processor(images=[pil], text=[f"<image>{question}"], suffix=[answer], return_tensors="pt")
+    if family in (
+        "qwen2_vl",
+        "qwen2_5_vl",
+    ):  # the Qwen2-VL processor needs torchvision (video); compare pixels only
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        image_processor = Qwen2VLImageProcessorPil(
+            patch_size=4,
+            merge_size=2,
+            temporal_patch_size=2,
+            size={"shortest_edge": 256, "longest_edge": 4096},
+        )
+        return image_processor(images=[pil], return_tensors="pt")
+    return None
+
+
+def test_matches_reference_processor_at_native_size(adapter, tokenizer):
+    import numpy as np
+    from PIL import Image
+
+    array = (np.random.RandomState(0).rand(32, 32, 3) * 255).astype(np.uint8)
+    image = torch.from_numpy(array).permute(2, 0, 1).float() / 255
+    question, answer = "what colour is the shape", "red circle"
+    ref = _reference(adapter.family, tokenizer, Image.fromarray(array), question, answer)
+    if ref is None:
+        pytest.skip(f"no offline reference processor for {adapter.family}")
+    mine = adapter.pixel_inputs([image])
+    for key in ("pixel_values", "image_grid_thw", "image_sizes"):
+        if key in ref:
+            assert torch.allclose(mine[key].float(), ref[key].float(), atol=1e-6), key
+    if "input_ids" in ref:
+        text = adapter.text_inputs([Prompt(question, answer)])
+        n = ref["input_ids"].shape[1]
+        assert text["input_ids"][0, :n].tolist() == ref["input_ids"][0].tolist()
+        for key in ("labels", "token_type_ids"):
+            if key in ref:
+                assert text[key][0, :n].tolist() == ref[key][0].tolist(), key
+
+
+def test_loads_a_checkpoint_laid_out_like_the_hub(tokenizer, tmp_path):
+    """A real checkpoint folder has no mmguard_adapter.json: mean/std (and for Qwen2-VL the pixel
+    bounds) come from the processor's preprocessor_config.json, sizes from the model config."""
+    import json
+
+    for family, pre, expected_size in (
+        (
+            "llava",
+            {"image_mean": [0.1, 0.2, 0.3], "image_std": [0.5, 0.5, 0.5], "crop_size": {"height": 32}},
+            32,
+        ),
+        (
+            "qwen2_vl",
+            {"image_mean": [0.4, 0.4, 0.4], "image_std": 0.25, "min_pixels": 256, "max_pixels": 24 * 24},
+            24,
+        ),
+    ):
+        folder = tmp_path / family
+        build_tiny(family, tokenizer).save_pretrained(folder)
+        (folder / "mmguard_adapter.json").unlink()
+        (folder / "preprocessor_config.json").write_text(json.dumps(pre))
+        adapter = load_surrogate(f"{family}:{folder}", dtype="float32")
+        assert adapter.image_size == (expected_size, expected_size)
+        assert adapter.image_mean == tuple(pre["image_mean"])
+        assert adapter.image_std[0] == (pre["image_std"][0] if isinstance(pre["image_std"], list) else 0.25)
+        image = _images()[0].requires_grad_(True)
+        out = adapter.forward([image], _prompts()[:1])
+        out.loss.sum().backward()
+        assert image.grad.abs().sum() > 0
+        assert len(out.positions[0].image) == adapter.num_image_tokens()
+
+
+def test_llava_next_template_follows_the_checkpoint(tokenizer, tmp_path):
+    import json
+
+    build_tiny("llava_next", tokenizer).save_pretrained(tmp_path)
+    (tmp_path / "chat_template.json").write_text(
+        json.dumps({"chat_template": "{{ '[INST] ' }}...{{ ' [/INST]' }}"})
+    )
+    adapter = load_surrogate(f"llava_next:{tmp_path}")
+    rendered = adapter.render(Prompt("what colour", "red"))
+    assert rendered.text.startswith("<bos>[INST] <image>")
+    assert rendered.text.endswith("what colour [/INST] red<eos>")
+    assert rendered.text[rendered.answer_start :].startswith("red")

@@ -386,9 +386,9 @@ class OutputSink:
     def __init__(self, output: Path, overwrite: bool):
         self.output = output
         self.overwrite = overwrite
-        if output.exists() or output.is_symlink():
-            if not overwrite:
-                raise FileExistsError(f"{output} already exists (pass overwrite=True to replace it)")
+        empty_dir = output.is_dir() and not output.is_symlink() and not any(output.iterdir())
+        if (output.exists() or output.is_symlink()) and not overwrite and not empty_dir:
+            raise FileExistsError(f"{output} already exists (pass overwrite=True to replace it)")
         output.parent.mkdir(parents=True, exist_ok=True)
         self.names: set[str] = set()
 
@@ -542,9 +542,16 @@ def open_sink(output: str | os.PathLike[str], *, overwrite: bool = False) -> Out
 
 
 def iter_tree(root: Path) -> Iterator[tuple[Path, str]]:
-    """Regular files under `root` (symlinks to files followed, symlinked folders not entered),
-    sorted, as (path, '/'-separated relative name)."""
-    for dirpath, dirnames, filenames in os.walk(root):
+    """Regular files under `root`, sorted, as (path, '/'-separated relative name). Symlinks are
+    followed (a user's folder may link its images in); a folder seen before (a link cycle) is
+    not entered twice. Extraction folders never hold links."""
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirnames.sort()
         for filename in sorted(filenames):
             path = Path(dirpath) / filename

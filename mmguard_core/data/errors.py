@@ -56,6 +56,9 @@ class DatasetError(ValueError):
     def __str__(self) -> str:
         return self._text()
 
+    def __reduce__(self):  # pickles whole (Celery results, multiprocessing)
+        return (type(self), (self.problems, self.summary))
+
 
 class ArchiveError(DatasetError):
     """An archive was refused: unsafe entry (zip-slip, link, device file) or over an ingest limit."""

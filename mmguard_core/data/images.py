@@ -46,9 +46,13 @@ class ImageInfo:
 def _open(path: str | os.PathLike[str], max_pixels: int | None) -> Image.Image:
     """Open (header only) with the format allow-list and the pixel cap."""
     cap = DEFAULT_MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
+    # Pillow's own guard warns over Image.MAX_IMAGE_PIXELS: an error, unless our cap is higher
+    # (then our check below decides; Pillow still refuses over twice its limit).
+    pillow_cap = Image.MAX_IMAGE_PIXELS
+    bomb_action = "error" if pillow_cap is None or cap <= pillow_cap else "ignore"
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter(bomb_action, Image.DecompressionBombWarning)
             image = Image.open(path, formats=list(IMAGE_FORMATS))
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise ImageReadError(f"image too large (decompression bomb guard): {exc}") from exc
@@ -58,8 +62,10 @@ def _open(path: str | os.PathLike[str], max_pixels: int | None) -> Image.Image:
         raise ImageReadError("file not found") from exc
     except IsADirectoryError as exc:
         raise ImageReadError("is a folder, not an image file") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"cannot read image: {exc}") from exc
+    except PermissionError as exc:
+        raise ImageReadError("permission denied") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageReadError(f"image is truncated or corrupt ({exc})") from exc
     width, height = image.size
     if width <= 0 or height <= 0:
         image.close()
@@ -80,13 +86,9 @@ def probe_image(path: str | os.PathLike[str], *, max_pixels: int | None = None, 
         info = ImageInfo(image.width, image.height, image.mode, image.format or "")
         if decode:
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("error", Image.DecompressionBombWarning)
-                    image.load()
+                image.load()
             except (OSError, SyntaxError, ValueError, EOFError) as exc:
                 raise ImageReadError(f"image is truncated or corrupt ({exc})") from exc
-            except Image.DecompressionBombWarning as exc:  # pragma: no cover - caught at open
-                raise ImageReadError(f"image too large: {exc}") from exc
         return info
     finally:
         image.close()
@@ -135,10 +137,8 @@ def read_image_uint8(
     image = _open(path, max_pixels)
     try:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                image.load()
-                oriented = ImageOps.exif_transpose(image)
+            image.load()
+            oriented = ImageOps.exif_transpose(image)
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageReadError(f"image is truncated or corrupt ({exc})") from exc
         rgb, alpha = _to_rgb_alpha(oriented if oriented is not None else image)
@@ -216,10 +216,16 @@ def save_png(array_uint8: np.ndarray, path: str | os.PathLike[str] | BinaryIO, *
 
 
 def epsilon_steps(epsilon: float) -> int:
-    """The largest k with k / 255 <= epsilon (floor(eps * 255), tolerant of 8/255 rounding)."""
+    """floor(epsilon * 255): the largest k with k / 255 <= epsilon (checked in float, so
+    linf() of the result never exceeds epsilon; 8/255 gives 8, 0.031372549 gives 7)."""
     if not math.isfinite(epsilon) or epsilon < 0:
         raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
-    return min(255, int(math.floor(epsilon * 255.0 + 1e-6)))
+    k = min(255, int(math.floor(epsilon * 255.0)))
+    if k < 255 and (k + 1) / 255.0 <= epsilon:
+        k += 1
+    if k > 0 and k / 255.0 > epsilon:
+        k -= 1
+    return k
 
 
 def quantize_with_bound(original_uint8: np.ndarray, perturbed_float: np.ndarray, epsilon: float) -> np.ndarray:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from .errors import Problem
 
 SampleKind = Literal["vqa", "caption"]
 
@@ -42,6 +45,12 @@ class Dataset:
     image_field: str = "image"
     question_field: str = "question"
     answer_field: str = "answer"  # "caption" for caption data
+    # where it came from (set by load_dataset)
+    source_root: Path | None = None  # the whole uploaded tree (extraction folder or input folder); root is it or one folder in it
+    source_path: Path | None = None  # what was passed to load_dataset (folder or archive)
+    temp_dir: Path | None = None  # private extraction folder to remove on close(), None for folder input
+    problems: list[Problem] = field(default_factory=list)  # what skip_bad=True dropped (empty otherwise)
+    cleanup: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def kind(self) -> SampleKind:
@@ -49,6 +58,23 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def image_file(self, sample: Sample | int) -> Path:
+        """Absolute path of a sample's image file (valid until close())."""
+        item = self.samples[sample] if isinstance(sample, int) else sample
+        return self.root / item.image_path
+
+    def close(self) -> None:
+        """Remove the private extraction folder, if any (safe to call twice). Also runs when the
+        Dataset is garbage-collected, in the process that loaded it only."""
+        if self.cleanup is not None:
+            self.cleanup()
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass

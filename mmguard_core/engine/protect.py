@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from mmguard_core.config import ProtectionConfig
+from mmguard_core.data.images import quantize_with_bound
 from mmguard_core.engine import noise
 from mmguard_core.engine.ensemble import Surrogate, protection_loss
 from mmguard_core.engine.grouping import Grouping, choose_structure
@@ -329,8 +330,6 @@ def protect_shard(
 
 
 def _quantise(original: torch.Tensor, perturbed: torch.Tensor, epsilon: float) -> np.ndarray:
-    """8-bit image whose every value lies within floor(epsilon * 255) of the original's."""
-    base = (original * 255).round()
-    levels = float(np.floor(epsilon * 255 + 1e-6))
-    out = torch.minimum(torch.maximum((perturbed * 255).round(), base - levels), base + levels).clamp(0, 255)
-    return out.to(torch.uint8).permute(1, 2, 0).numpy()
+    """8-bit (H, W, 3) image within floor(epsilon * 255) of the original on every saved value."""
+    base = (original * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return quantize_with_bound(base, perturbed.permute(1, 2, 0).double().numpy(), epsilon)

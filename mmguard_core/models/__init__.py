@@ -1,6 +1,6 @@
 """LVLM adapters over real transformers models (see base.py for the contract).
 
-    from mmguard_core.models import build_word_tokenizer, build_tiny, load_surrogate, FAMILIES
+from mmguard_core.models import build_word_tokenizer, build_tiny, load_surrogate, FAMILIES
 """
 
 from .base import AdapterOutput, LVLMAdapter, Prompt, TokenPositions

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -101,7 +100,9 @@ class HFAdapter(LVLMAdapter):
         super().__init__(model, tokenizer, image_processor)
         _set_eager(model)
         size = image_size if image_size is not None else self.default_image_size()
-        self.image_size: tuple[int, int] = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        self.image_size: tuple[int, int] = (
+            (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        )
         self.image_mean = tuple(float(v) for v in (image_mean or self.default_mean))
         self.image_std = tuple(float(v) for v in (image_std or self.default_std))
         self.check_image_size()
@@ -131,7 +132,9 @@ class HFAdapter(LVLMAdapter):
         """Normalised (B, 3, H, W) pixels -> the model's pixel kwargs."""
         return {"pixel_values": pixels}
 
-    def extra_text_inputs(self, input_ids: torch.Tensor, answer_start: Sequence[int]) -> dict[str, torch.Tensor]:
+    def extra_text_inputs(
+        self, input_ids: torch.Tensor, answer_start: Sequence[int]
+    ) -> dict[str, torch.Tensor]:
         """Family-specific text kwargs (mm_token_type_ids, token_type_ids, ...); `answer_start[i]` is the
         index of row i's first answer token."""
         return {}
@@ -177,23 +180,25 @@ class HFAdapter(LVLMAdapter):
 
     def normalised_pixels(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
         """(B, 3, H, W) model-dtype tensor: resized, clamped, normalised; differentiable."""
-        height, width = self.image_size
+        return self.normalise(self.resized_pixels(images)).to(self.dtype)
+
+    def resized_pixels(
+        self, images: Sequence[torch.Tensor], size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """(B, 3, H, W) float32 in [0, 1] at `size` (default: the model input size); differentiable."""
         device = self.device
+        target = size or self.image_size
         out = []
         for image in images:
             if image.dim() != 3 or image.shape[0] != 3:
                 raise ValueError(f"expected a (3, H, W) image tensor, got shape {tuple(image.shape)}")
-            x = image.to(device=device, dtype=torch.float32)
-            if tuple(x.shape[-2:]) != (height, width):
-                x = F.interpolate(
-                    x[None], size=(height, width), mode="bicubic", antialias=True, align_corners=False
-                )[0]
-                x = x.clamp(0.0, 1.0)
-            out.append(x)
-        pixels = torch.stack(out)
-        mean = torch.tensor(self.image_mean, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(self.image_std, device=device).view(1, 3, 1, 1)
-        return ((pixels - mean) / std).to(self.dtype)
+            out.append(resize(image.to(device=device, dtype=torch.float32), target))
+        return torch.stack(out)
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.image_mean, device=pixels.device, dtype=pixels.dtype).view(-1, 1, 1)
+        std = torch.tensor(self.image_std, device=pixels.device, dtype=pixels.dtype).view(-1, 1, 1)
+        return (pixels - mean) / std
 
     def text_inputs(self, prompts: Sequence[Prompt]) -> dict[str, Any]:
         rows = [self._encode(p) for p in prompts]
@@ -262,7 +267,9 @@ class HFAdapter(LVLMAdapter):
         device = self.device
         labels = text["labels"].to(device)
         kwargs = {
-            key: text[key].to(device) for key in ("input_ids", "attention_mask", *self.extra_text_keys) if key in text
+            key: text[key].to(device)
+            for key in ("input_ids", "attention_mask", *self.extra_text_keys)
+            if key in text
         }
         kwargs.update(self.pixel_inputs(images))
         query = torch.zeros_like(labels, dtype=torch.bool)
@@ -279,7 +286,9 @@ class HFAdapter(LVLMAdapter):
         ce = F.cross_entropy(logits, targets, reduction="none")
         counts = torch.zeros(batch, device=device).index_add_(0, rows, torch.ones_like(ce))
         loss = torch.zeros(batch, device=device, dtype=ce.dtype).index_add(0, rows, ce) / counts.clamp_min(1)
-        wrong = torch.zeros(batch, device=device).index_add_(0, rows, (logits.argmax(-1) != targets).float())
+        wrong = torch.zeros(batch, device=device).index_add_(
+            0, rows, (self._argmax(logits) != targets).float()
+        )
         return AdapterOutput(
             loss=loss,
             exact=wrong == 0,
@@ -319,6 +328,14 @@ class HFAdapter(LVLMAdapter):
                 handle.remove()
 
     # -- greedy decoding (tests / evaluation) --------------------------------------
+    def _argmax(self, logits: torch.Tensor) -> torch.Tensor:
+        """Greedy choice over (N, V) logits; an image placeholder can never be a valid output token
+        (feeding one back would break the model), so it is excluded, in `exact` and in decoding alike."""
+        logits = logits.detach().clone()
+        if self.image_token_id < logits.shape[-1]:
+            logits[:, self.image_token_id] = float("-inf")
+        return logits.argmax(-1)
+
     @torch.no_grad()
     def greedy_answer_ids(self, image: torch.Tensor, prompt: Prompt, max_new_tokens: int) -> list[int]:
         """Greedy decode token by token (full re-forward each step, no cache) from the prompt
@@ -335,7 +352,7 @@ class HFAdapter(LVLMAdapter):
             kwargs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
             kwargs.update(self.extra_text_inputs(input_ids, [first]))
             out = self.model(**kwargs, **pixels, use_cache=False, logits_to_keep=1)
-            token = int(out.logits[0, -1].argmax())
+            token = int(self._argmax(out.logits[0, -1:].float())[0])
             generated.append(token)
             if token == end_id:
                 break
@@ -390,6 +407,7 @@ class HFAdapter(LVLMAdapter):
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f"{cls.family}:{path}: cannot load: {exc}") from exc
         model.to(device)
+        _attach_chat_template(tokenizer, folder)
         kwargs = cls.image_kwargs_from_folder(folder, config)
         return cls(model, tokenizer, **kwargs)
 
@@ -430,6 +448,21 @@ class HFAdapter(LVLMAdapter):
         )
 
 
+def _attach_chat_template(tokenizer: Any, folder: Path) -> None:
+    """Processor-level chat templates (chat_template.json / .jinja) onto the tokenizer when it has none;
+    families whose prompt format depends on the checkpoint (llava_next) read it from there."""
+    if getattr(tokenizer, "chat_template", None):
+        return
+    jinja, js = folder / "chat_template.jinja", folder / "chat_template.json"
+    try:
+        if jinja.is_file():
+            tokenizer.chat_template = jinja.read_text()
+        elif js.is_file():
+            tokenizer.chat_template = json.loads(js.read_text()).get("chat_template")
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def _triple(value: Any) -> tuple[float, float, float]:
     if isinstance(value, int | float):
         return (float(value),) * 3
@@ -445,5 +478,12 @@ def _set_eager(model: torch.nn.Module) -> None:
         setter("eager")
 
 
-def round_to(value: float, factor: int) -> int:
-    return max(factor, int(math.floor(value / factor + 0.5)) * factor)
+def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(..., 3, H, W) in [0, 1] -> (..., 3, *size): torch bicubic with antialiasing (closest to the
+    processors' PIL bicubic), clamped to [0, 1] like the 8-bit pipeline; identity at the same size."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    lead = image.shape[:-3]
+    flat = image.reshape(-1, *image.shape[-3:])
+    out = F.interpolate(flat, size=tuple(size), mode="bicubic", antialias=True, align_corners=False)
+    return out.clamp(0.0, 1.0).reshape(*lead, *out.shape[-3:])

@@ -27,7 +27,9 @@ class LlavaAdapter(HFAdapter):
     def check_image_size(self) -> None:
         expected = int(self.config.vision_config.image_size)
         if self.image_size != (expected, expected):
-            raise ValueError(f"llava: the vision tower takes {expected}x{expected} images, got {self.image_size}")
+            raise ValueError(
+                f"llava: the vision tower takes {expected}x{expected} images, got {self.image_size}"
+            )
 
     def num_image_tokens(self) -> int:
         vision = self.config.vision_config

@@ -11,13 +11,26 @@ from pathlib import Path
 
 from .base import LVLMAdapter
 from .common import ModelLoadError, resolve_dtype
-
+from .gemma3 import Gemma3Adapter
+from .idefics3 import Idefics3Adapter
+from .internvl import InternVLAdapter
 from .llava import LlavaAdapter
+from .llava_next import LlavaNextAdapter
+from .paligemma import PaliGemmaAdapter
+from .qwen2_5_vl import Qwen2_5_VLAdapter
+from .qwen2_vl import Qwen2VLAdapter
 
 FAMILIES: dict[str, type[LVLMAdapter]] = {
     cls.family: cls
     for cls in (
         LlavaAdapter,
+        Qwen2VLAdapter,
+        Idefics3Adapter,
+        PaliGemmaAdapter,
+        Qwen2_5_VLAdapter,
+        Gemma3Adapter,
+        InternVLAdapter,
+        LlavaNextAdapter,
     )
 }
 
@@ -50,7 +63,9 @@ def load_surrogate(spec: str, device: str = "cpu", dtype: str = "float32") -> LV
     if not path.exists():
         raise ModelLoadError(f"surrogate spec {spec!r}: path {str(path)!r} does not exist")
     if not path.is_dir() or not (path / "config.json").is_file():
-        raise ModelLoadError(f"surrogate spec {spec!r}: {str(path)!r} is not a checkpoint folder (no config.json)")
+        raise ModelLoadError(
+            f"surrogate spec {spec!r}: {str(path)!r} is not a checkpoint folder (no config.json)"
+        )
     try:
         return FAMILIES[family].from_pretrained(path, device=device, dtype=resolve_dtype(dtype))
     except ModelLoadError as exc:

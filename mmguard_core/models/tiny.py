@@ -49,9 +49,15 @@ class Dims:
 
 
 DIMS = {
-    "test": Dims(v_hidden=32, v_layers=1, v_heads=2, t_hidden=64, t_layers=2, t_heads=4, t_kv_heads=2, image=32),
-    "small": Dims(v_hidden=64, v_layers=2, v_heads=4, t_hidden=128, t_layers=2, t_heads=4, t_kv_heads=2, image=32),
-    "base": Dims(v_hidden=128, v_layers=4, v_heads=4, t_hidden=256, t_layers=4, t_heads=4, t_kv_heads=2, image=64),
+    "test": Dims(
+        v_hidden=32, v_layers=1, v_heads=2, t_hidden=64, t_layers=2, t_heads=4, t_kv_heads=2, image=32
+    ),
+    "small": Dims(
+        v_hidden=64, v_layers=2, v_heads=4, t_hidden=128, t_layers=2, t_heads=4, t_kv_heads=2, image=32
+    ),
+    "base": Dims(
+        v_hidden=128, v_layers=4, v_heads=4, t_hidden=256, t_layers=4, t_heads=4, t_kv_heads=2, image=64
+    ),
 }
 
 
@@ -112,8 +118,230 @@ def _llava(d: Dims, ids: dict[str, Any]) -> torch.nn.Module:
     return LlavaForConditionalGeneration(config)
 
 
+def _mrope_section(head_dim: int) -> list[int]:
+    half = head_dim // 2
+    t = half // 4
+    h = (half - t) // 2
+    return [t, h, half - t - h]
+
+
+def _qwen2_vl(d: Dims, ids: dict[str, Any]) -> torch.nn.Module:
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    text = _text_common(d, ids)
+    text["rope_parameters"] = {
+        "rope_type": "default",
+        "rope_theta": 10000.0,
+        "mrope_section": _mrope_section(d.t_hidden // d.t_heads),
+    }
+    vision = {
+        "depth": d.v_layers,
+        "embed_dim": d.v_hidden,
+        "hidden_size": d.t_hidden,
+        "mlp_ratio": 2,
+        "num_heads": d.v_heads,
+        "patch_size": d.image // 8,  # 8x8 patches, 2x2 merge -> 16 image tokens
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    config = Qwen2VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["tid"]("<|image_pad|>"),
+        video_token_id=ids["tid"]("<|video_pad|>"),
+        vision_start_token_id=ids["tid"]("<|vision_start|>"),
+        vision_end_token_id=ids["tid"]("<|vision_end|>"),
+    )
+    return Qwen2VLForConditionalGeneration(config)
+
+
+def _idefics3(d: Dims, ids: dict[str, Any]) -> torch.nn.Module:
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3VisionConfig,
+        LlamaConfig,
+    )
+
+    vision = Idefics3VisionConfig(
+        hidden_size=d.v_hidden,
+        intermediate_size=d.v_inter,
+        num_hidden_layers=d.v_layers,
+        num_attention_heads=d.v_heads,
+        image_size=d.image,
+        patch_size=d.image // 8,  # 64 patches, pixel shuffle 2 -> 16 image tokens
+    )
+    text = LlamaConfig(**_text_common(d, ids))
+    config = Idefics3Config(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=ids["tid"]("<image>"),
+        scale_factor=2,
+        pad_token_id=ids["pad"],
+    )
+    return Idefics3ForConditionalGeneration(config)
+
+
+def _paligemma(d: Dims, ids: dict[str, Any]) -> torch.nn.Module:
+    from transformers import (
+        GemmaConfig,
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        SiglipVisionConfig,
+    )
+
+    vision = SiglipVisionConfig(
+        hidden_size=d.v_hidden,
+        intermediate_size=d.v_inter,
+        num_hidden_layers=d.v_layers,
+        num_attention_heads=d.v_heads,
+        image_size=d.image,
+        patch_size=d.image // 4,  # 16 image tokens
+    )
+    text = GemmaConfig(**_text_common(d, ids), head_dim=d.t_hidden // d.t_heads)
+    config = PaliGemmaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=ids["tid"]("<image>"),
+        vocab_size=ids["vocab"],
+        projection_dim=d.t_hidden,
+        hidden_size=d.t_hidden,
+    )
+    return PaliGemmaForConditionalGeneration(config)
+
+
+def _qwen2_5_vl(d: Dims, ids: dict[str, Any]) -> torch.nn.Module:
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    text = _text_common(d, ids)
+    text["rope_parameters"] = {
+        "rope_type": "default",
+        "rope_theta": 10000.0,
+        "mrope_section": _mrope_section(d.t_hidden // d.t_heads),
+    }
+    patch = d.image // 8
+    vision = {
+        "depth": d.v_layers,
+        "hidden_size": d.v_hidden,
+        "intermediate_size": d.v_inter,
+        "out_hidden_size": d.t_hidden,
+        "num_heads": d.v_heads,
+        "patch_size": patch,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": d.image // 2,  # 2x2 attention windows, the last block full attention
+        "fullatt_block_indexes": [d.v_layers - 1],
+    }
+    config = Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["tid"]("<|image_pad|>"),
+        video_token_id=ids["tid"]("<|video_pad|>"),
+        vision_start_token_id=ids["tid"]("<|vision_start|>"),
+        vision_end_token_id=ids["tid"]("<|vision_end|>"),
+    )
+    return Qwen2_5_VLForConditionalGeneration(config)
+
+
+def _gemma3(d: Dims, ids: dict[str, Any]) -> torch.nn.Module:
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3TextConfig,
+        SiglipVisionConfig,
+    )
+
+    vision = SiglipVisionConfig(
+        hidden_size=d.v_hidden,
+        intermediate_size=d.v_inter,
+        num_hidden_layers=d.v_layers,
+        num_attention_heads=d.v_heads,
+        image_size=d.image,
+        patch_size=d.image // 8,  # 64 patches, 2x2 average pool -> 16 soft tokens
+        vision_use_head=False,
+    )
+    head_dim = d.t_hidden // d.t_heads
+    text = Gemma3TextConfig(
+        **_text_common(d, ids),
+        head_dim=head_dim,
+        query_pre_attn_scalar=head_dim,
+        sliding_window=64,
+    )
+    config = Gemma3Config(
+        vision_config=vision,
+        text_config=text,
+        mm_tokens_per_image=16,
+        boi_token_index=ids["tid"]("<start_of_image>"),
+        eoi_token_index=ids["tid"]("<end_of_image>"),
+        image_token_index=ids["tid"]("<image_soft_token>"),
+        tie_word_embeddings=False,
+    )
+    return Gemma3ForConditionalGeneration(config)
+
+
+def _internvl(d: Dims, ids: dict[str, Any]) -> torch.nn.Module:
+    from transformers import (
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLVisionConfig,
+        Qwen2Config,
+    )
+
+    patch = d.image // 8  # 64 patches, pixel shuffle 0.5 -> 16 image tokens
+    vision = InternVLVisionConfig(
+        hidden_size=d.v_hidden,
+        intermediate_size=d.v_inter,
+        num_hidden_layers=d.v_layers,
+        num_attention_heads=d.v_heads,
+        image_size=(d.image, d.image),
+        patch_size=(patch, patch),
+    )
+    text = Qwen2Config(**_text_common(d, ids))
+    config = InternVLConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=ids["tid"]("<IMG_CONTEXT>"),
+        image_seq_length=16,
+        downsample_ratio=0.5,
+        tie_word_embeddings=False,
+    )
+    return InternVLForConditionalGeneration(config)
+
+
+def _llava_next(d: Dims, ids: dict[str, Any]) -> torch.nn.Module:
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
+
+    patch = d.image // 4  # 16 patches per tile
+    vision = CLIPVisionConfig(
+        hidden_size=d.v_hidden,
+        intermediate_size=d.v_inter,
+        num_hidden_layers=d.v_layers,
+        num_attention_heads=d.v_heads,
+        image_size=d.image,
+        patch_size=patch,
+        projection_dim=d.v_hidden,
+    )
+    text = LlamaConfig(**_text_common(d, ids))
+    s = d.image
+    config = LlavaNextConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=ids["tid"]("<image>"),
+        image_grid_pinpoints=[[s, s], [s, 2 * s], [2 * s, s], [2 * s, 2 * s]],
+        vision_feature_layer=-1 if d.v_layers == 1 else -2,
+    )
+    return LlavaNextForConditionalGeneration(config)
+
+
 BUILDERS: dict[str, Callable[[Dims, dict[str, Any]], torch.nn.Module]] = {
     "llava": _llava,
+    "qwen2_vl": _qwen2_vl,
+    "idefics3": _idefics3,
+    "paligemma": _paligemma,
+    "qwen2_5_vl": _qwen2_5_vl,
+    "gemma3": _gemma3,
+    "internvl": _internvl,
+    "llava_next": _llava_next,
 }
 
 

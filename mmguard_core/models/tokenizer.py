@@ -45,7 +45,13 @@ FAMILY_SPECIAL_TOKENS: dict[str, list[str]] = {
         "<global-img>",
         *[f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)],
     ],
-    "gemma3": ["<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>", "<image_soft_token>"],
+    "gemma3": [
+        "<start_of_turn>",
+        "<end_of_turn>",
+        "<start_of_image>",
+        "<end_of_image>",
+        "<image_soft_token>",
+    ],
     "internvl": ["<img>", "</img>", "<IMG_CONTEXT>", "<|im_start|>", "<|im_end|>"],
 }
 
@@ -98,7 +104,9 @@ def build_word_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
 
     backend = Tokenizer(WordLevel(vocab=vocab, unk_token=UNK))
     backend.normalizer = normalizers.Lowercase()
-    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
     backend.add_special_tokens(
         [AddedToken(t, special=True, normalized=False, single_word=False) for t in base + specials]
     )

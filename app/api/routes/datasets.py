@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from app import crud
 from app.api.deps import OwnerDep, SessionDep, SettingsDep, StorageDep
 from app.api.errors import ApiError, not_found
+from app.core.config import Settings
 from app.core.storage import Storage
 from app.ingest import (
     DatasetRejected,
@@ -47,9 +48,10 @@ _UPLOAD_BODY = {
 }
 
 
-def _validate(storage: Storage, key: str) -> DatasetSummary:
+def _validate(storage: Storage, key: str, settings: Settings) -> DatasetSummary:
+    settings.scratch_root.mkdir(parents=True, exist_ok=True)
     with storage.local_path(key) as path:
-        return validate_archive(path)
+        return validate_archive(path, settings.scratch_root, settings.max_upload_bytes)
 
 
 @router.post(
@@ -85,7 +87,7 @@ async def upload_dataset(
     key = f"{prefix}/source.{received.archive_format}"
     try:
         storage.move(f"{prefix}/upload", key)
-        summary = await run_in_threadpool(_validate, storage, key)
+        summary = await run_in_threadpool(_validate, storage, key, settings)
     except DatasetRejected as exc:
         storage.delete_prefix(prefix)
         raise ApiError(422, f"dataset rejected: {exc}", problems=exc.problems) from exc

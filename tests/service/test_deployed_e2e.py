@@ -1,0 +1,111 @@
+"""End to end on the deployment commands: `mmguard serve --no-worker` (uvicorn) and
+`celery -A worker worker` on real Postgres and Redis, running real (tiny) protection jobs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from app.core.db import session_scope
+from app.core.queue import enqueue_job
+from app.models import Job
+from worker.runner import Outcome, execute
+
+from .flow import full_flow, poll, start_job, upload
+from .helpers import TINY_CONFIG, maps_torch, pool_children, wait_for
+
+pytestmark = pytest.mark.slow
+
+LONG_CONFIG = {**TINY_CONFIG, "shared_steps": 2000, "bilevel_rounds": 1}
+
+
+@pytest.fixture(scope="module")
+def owner_key(make_key) -> str:
+    return make_key()
+
+
+def job_row(settings, job_id: str) -> Job:  # noqa: ANN001
+    with session_scope(settings.sqlalchemy_url) as session:
+        row = session.scalar(select(Job).where(Job.id == uuid.UUID(job_id)))
+        assert row is not None
+        session.expunge(row)
+        return row
+
+
+def test_full_flow(deployment: dict, owner_key: str, tiny_zip: Path, tmp_path: Path) -> None:
+    job = full_flow(deployment["base"], owner_key, tiny_zip, TINY_CONFIG, tmp_path)
+    row = job_row(deployment["settings"], job["id"])
+    assert row.attempts == 1 and row.worker_id is None
+
+    # redelivery of a finished job does nothing: the worker sees the row and leaves it alone
+    enqueue_job(deployment["settings"], job["id"])
+    assert execute(job["id"], deployment["settings"]) is Outcome.DONE
+    time.sleep(2)
+    again = job_row(deployment["settings"], job["id"])
+    assert (again.status, again.attempts, again.finished_at) == ("succeeded", 1, row.finished_at)
+
+
+def test_worker_parent_never_imports_torch(deployment: dict, owner_key: str) -> None:
+    parent = deployment["worker"].popen.pid
+    assert not maps_torch(parent)
+    children = pool_children(parent)
+    assert children and all(maps_torch(c) for c in children)  # the engine loads in the pool child
+
+
+def test_cancel_running_job(deployment: dict, owner_key: str, tiny_zip: Path) -> None:
+    base, settings = deployment["base"], deployment["settings"]
+    dataset = upload(base, owner_key, tiny_zip)
+    job = start_job(base, owner_key, dataset["id"], LONG_CONFIG)
+    headers = {"Authorization": f"Bearer {owner_key}"}
+    job = poll(base, owner_key, job["id"], {"running"}, 120)
+    wait_for(lambda: httpx.get(f"{base}/jobs/{job['id']}", headers=headers).json()["progress"]["done"] > 0, 120,
+             what="progress in the shared stage")
+
+    # a second delivery while a live worker holds the claim does nothing
+    assert execute(job["id"], settings) is Outcome.BUSY
+    assert job_row(settings, job["id"]).attempts == 1
+
+    response = httpx.post(f"{base}/jobs/{job['id']}/cancel", headers=headers)
+    assert response.status_code == 202 and response.json()["cancel_requested"]
+    assert response.json()["status"] == "running"
+    asked = time.monotonic()
+    job = poll(base, owner_key, job["id"], {"cancelled", "succeeded", "failed"}, 60)
+    assert job["status"] == "cancelled", job
+    assert time.monotonic() - asked < 30
+    assert httpx.get(f"{base}/jobs/{job['id']}/archive", headers=headers).status_code == 409
+    assert deployment["worker"].alive()  # cancel is a flag, not a terminated process
+
+
+def test_engine_error_ends_failed_with_message(deployment: dict, owner_key: str, tiny_zip: Path) -> None:
+    base = deployment["base"]
+    dataset = upload(base, owner_key, tiny_zip)
+    # allowed by the API (inside MMGUARD_MODELS_DIR) but no checkpoint there: the engine raises
+    job = start_job(base, owner_key, dataset["id"], {**TINY_CONFIG, "surrogates": ["llava:no-such-checkpoint"]})
+    job = poll(base, owner_key, job["id"], {"succeeded", "failed", "cancelled"}, 120)
+    assert job["status"] == "failed", job
+    assert job["error"] and "no-such-checkpoint" in job["error"] and "Traceback" not in job["error"]
+    assert job["finished_at"]
+
+
+def test_worker_lost_mid_job_is_redelivered_and_finishes(deployment: dict, owner_key: str, tiny_zip: Path,
+                                                         tmp_path: Path) -> None:
+    base, settings = deployment["base"], deployment["settings"]
+    dataset = upload(base, owner_key, tiny_zip)
+    config = {**TINY_CONFIG, "shared_steps": 40}
+    job = start_job(base, owner_key, dataset["id"], config)
+    job = poll(base, owner_key, job["id"], {"running"}, 120)
+    first = job_row(settings, job["id"])
+    pid = int(first.worker_id.rpartition(":")[2])
+    assert pid in pool_children(deployment["worker"].popen.pid)
+    os.kill(pid, signal.SIGKILL)  # the pool child dies mid-job; the message is requeued (acks_late)
+    job = poll(base, owner_key, job["id"], {"succeeded", "failed", "cancelled"}, 300)
+    assert job["status"] == "succeeded", job
+    row = job_row(settings, job["id"])
+    assert row.attempts == 2

@@ -1,0 +1,89 @@
+"""The embedded default: `mmguard serve --data-dir D` with no other configuration (SQLite, local
+storage, a filesystem queue and a worker child running the same Celery task code)."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .flow import full_flow
+from .helpers import TINY_CONFIG, VENV_BIN, Proc, free_port, pool_children, service_env, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    root = tmp_path_factory.mktemp("embedded")
+    data_dir = root / "state"
+    port = free_port()
+    env = service_env({"MMGUARD_HEARTBEAT_SECONDS": "0.3", "MMGUARD_PROGRESS_INTERVAL_SECONDS": "0"})
+    proc = Proc([str(VENV_BIN / "mmguard"), "serve", "--port", str(port), "--data-dir", str(data_dir)],
+                env, root / "serve.log", cwd=root)
+    base = f"http://127.0.0.1:{port}/api/v1"
+
+    def up() -> bool:
+        if not proc.alive():
+            raise AssertionError("serve exited:\n" + proc.output()[-4000:])
+        try:
+            return httpx.get(f"{base}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, 90, 0.2, "mmguard serve")
+        yield {"proc": proc, "base": base, "data_dir": data_dir, "env": env, "root": root}
+    finally:
+        proc.stop()
+
+
+def test_first_start_prints_url_and_key(embedded: dict) -> None:
+    out = embedded["proc"].output()
+    assert f"mmguard is serving at {embedded['base']}" in out
+    key = re.search(r"^(mmg_\w+_\S+)$", out, re.M)
+    assert key, out
+    saved = (embedded["data_dir"] / "local-api-key")
+    assert saved.read_text().strip() == key.group(1) and oct(saved.stat().st_mode & 0o777) == "0o600"
+    assert (embedded["data_dir"] / "mmguard.db").is_file()
+    with sqlite3.connect(embedded["data_dir"] / "mmguard.db") as db:
+        assert db.execute("select name from owners").fetchall() == [("local",)]
+    assert httpx.get(f"{embedded['base']}/health").json()["broker"] == "ok"
+
+
+def test_embedded_flow_end_to_end(embedded: dict, tiny_zip: Path, tmp_path: Path) -> None:
+    key = (embedded["data_dir"] / "local-api-key").read_text().strip()
+    full_flow(embedded["base"], key, tiny_zip, TINY_CONFIG, tmp_path)
+
+
+def test_admin_create_key_uses_the_same_data_dir(embedded: dict) -> None:
+    result = subprocess.run(
+        [str(VENV_BIN / "mmguard"), "admin", "create-key", "--owner", "bob", "--data-dir", str(embedded["data_dir"])],
+        env=embedded["env"], capture_output=True, text=True, timeout=120, cwd=embedded["root"],
+    )
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.strip()
+    assert result.stdout == key + "\n" and re.fullmatch(r"mmg_[0-9a-f]{12}_\S{43,}", key)
+    response = httpx.get(f"{embedded['base']}/datasets", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200 and response.json() == {"data": [], "count": 0}
+
+
+def test_restart_does_not_print_a_new_key(embedded: dict, tmp_path: Path) -> None:
+    """A second `serve` on the same data dir (another port) finds the owner and prints no new key."""
+    port = free_port()
+    proc = Proc([str(VENV_BIN / "mmguard"), "serve", "--port", str(port), "--data-dir", str(embedded["data_dir"]),
+                 "--no-worker"], embedded["env"], tmp_path / "serve2.log", cwd=tmp_path)
+    try:
+        wait_for(lambda: "mmguard is serving" in proc.output() or not proc.alive(), 60, 0.2, "second serve")
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200
+                 if proc.alive() else True, 60, 0.3, "second serve health")
+        out = proc.output()
+        assert proc.alive(), out
+        assert not re.search(r"^mmg_", out, re.M) and "see " in out and "local-api-key" in out
+        assert not pool_children(proc.popen.pid)  # --no-worker
+    finally:
+        proc.stop()

@@ -1,0 +1,108 @@
+"""`mmguard protect` / `mmguard evaluate` end to end, as a user runs them (subprocess, real files,
+the tiny "test" zoo)."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmguard_core import synth
+
+FAST = ["--preset", "fast", "--zoo-size", "test", "--surrogate", "zoo:llava", "--surrogate", "zoo:qwen2_vl", "-q"]
+
+
+def mmguard(*args, cwd=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "mmguard_core.cli", *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def vqa_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vqa")
+    synth.write_dataset(folder, synth.generate("color", 12, seed=5))
+    return folder
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def test_protect_folder_to_zip_end_to_end(vqa_folder, tmp_path):
+    out = tmp_path / "protected.zip"
+    report_path = tmp_path / "report.json"
+    result = mmguard("protect", vqa_folder, "-o", out, "--report", report_path, "--epsilon", "8/255", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert "protected 12 samples" in result.stdout and "PSNR" in result.stdout
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(out) as archive:
+        archive.extractall(unpacked)
+    original = read_jsonl(vqa_folder / "data.jsonl")
+    protected = read_jsonl(unpacked / "data.jsonl")
+    assert len(protected) == len(original)
+    for before, after in zip(original, protected, strict=True):
+        assert after["answer"] == before["answer"]
+        assert after["question"].endswith(before["question"]) and after["question"] != before["question"]
+        a = np.asarray(Image.open(vqa_folder / before["image"]).convert("RGB")).astype(int)
+        b = np.asarray(Image.open(unpacked / after["image"]).convert("RGB")).astype(int)
+        assert a.shape == b.shape and 0 < np.abs(a - b).max() <= 8
+    report = json.loads(report_path.read_text())
+    assert report["summary"]["linf_max"] <= 8 / 255 + 1e-9
+    assert report["summary"]["psnr_mean"] > 30
+    assert len(report["images"]) == 12 and report["surrogates"] == ["zoo:llava", "zoo:qwen2_vl"]
+    assert report["trigger"]["samples_with_trigger"] == 12
+    assert report["loss_curve"]["shared"]
+
+
+def test_evaluate_prints_protection(vqa_folder, tmp_path):
+    protected = tmp_path / "p"
+    assert mmguard("protect", vqa_folder, "-o", protected, *FAST).returncode == 0
+    out = tmp_path / "eval.json"
+    result = mmguard("evaluate", "--clean-train", vqa_folder, "--protected-train", protected, "--test", vqa_folder,
+                     "--victim", "zoo:llava", "--zoo-size", "test", "--epochs", "1", "-o", out)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    run = data["runs"][0]
+    assert 0 <= run["acc_clean"] <= 1 and 0 <= run["acc_protected"] <= 1
+    assert "protection" in result.stdout
+
+
+def test_epsilon_out_of_range_is_a_clear_error(vqa_folder, tmp_path):
+    result = mmguard("protect", vqa_folder, "-o", tmp_path / "o", "--epsilon", "64/255", *FAST)
+    assert result.returncode == 2
+    assert "epsilon" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("case", ["bad_json_line", "missing_image", "unreadable_image", "missing_field"])
+def test_bad_input_names_file_and_line(vqa_folder, tmp_path, case):
+    folder = tmp_path / "in"
+    synth.write_dataset(folder, synth.generate("color", 4, seed=6))
+    lines = (folder / "data.jsonl").read_text().splitlines()
+    if case == "bad_json_line":
+        lines[2] = '{"image": "images/000003.png", "question": '
+        expected = ["data.jsonl", "line 3"]
+    elif case == "missing_image":
+        (folder / "images/000002.png").unlink()
+        expected = ["000002.png"]
+    elif case == "unreadable_image":
+        (folder / "images/000004.png").write_bytes(b"not a png at all")
+        expected = ["000004.png"]
+    else:
+        record = json.loads(lines[1])
+        del record["answer"]
+        lines[1] = json.dumps(record)
+        expected = ["data.jsonl", "line 2"]
+    (folder / "data.jsonl").write_text("\n".join(lines) + "\n")
+    result = mmguard("protect", folder, "-o", tmp_path / "o", *FAST)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    for text in expected:
+        assert text in result.stderr
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,63 @@
+import json
+
+import pytest
+
+from mmguard_core.config import PRESETS, ConfigError, ProtectionConfig, parse_epsilon, preset
+
+
+def test_round_trip_through_json_keeps_every_field():
+    config = ProtectionConfig(epsilon="4/255", surrogates=["zoo:llava", "qwen2_vl:/models/q"], bph_weight=0.5,
+                              eot_transforms=["jpeg", "crop"], seed=7)
+    again = ProtectionConfig.from_json(config.to_json())
+    assert again == config
+    assert json.loads(config.to_json())["epsilon"] == pytest.approx(4 / 255)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_are_valid_and_ordered_by_effort(name):
+    config = preset(name)
+    assert config.method == "mmguard"
+    assert preset("fast").shared_steps < preset("balanced").shared_steps < preset("strong").shared_steps
+
+
+@pytest.mark.parametrize("text,expected", [("8/255", 8 / 255), ("0.02", 0.02), (8, 8 / 255), (0.01, 0.01)])
+def test_epsilon_forms(text, expected):
+    assert parse_epsilon(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "changes,field",
+    [
+        ({"epsilon": 0.5}, "epsilon"),
+        ({"epsilon": "abc"}, "epsilon"),
+        ({"epsilon": 0}, "epsilon"),
+        ({"method": "magic"}, "method"),
+        ({"trigger_length": 20}, "trigger_length"),
+        ({"eot_transforms": ["rotate"]}, "eot_transforms"),
+        ({"surrogates": ["llava"]}, "surrogates"),
+        ({"batch_size": 2.5}, "batch_size"),
+        ({"binding_layers": "x,y"}, "binding_layers"),
+        ({"zoo_size": "huge"}, "zoo_size"),
+    ],
+)
+def test_bad_values_name_the_field(changes, field):
+    with pytest.raises(ConfigError) as info:
+        ProtectionConfig(**changes)
+    assert str(info.value).startswith(field)
+
+
+def test_unknown_fields_and_bad_json_are_refused_clearly():
+    with pytest.raises(ConfigError, match="unknown field.*colour"):
+        ProtectionConfig.from_dict({"colour": "red"})
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        ProtectionConfig.from_json("{nope")
+    with pytest.raises(ConfigError, match="preset"):
+        preset("turbo")
+
+
+def test_config_module_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, mmguard_core.config; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,176 @@
+"""The engine's stages on tiny random-init models of the real transformers classes."""
+
+import numpy as np
+import pytest
+import torch
+
+from mmguard_core.config import preset
+from mmguard_core.engine.ensemble import Surrogate
+from mmguard_core.engine.grouping import Grouping, choose_structure
+from mmguard_core.engine.protect import (
+    ProtectionCancelled,
+    SharedState,
+    ShardInput,
+    learn_shared,
+    protect_shard,
+)
+from mmguard_core.engine.trigger_words import CANDIDATE_WORDS
+from mmguard_core.engine.triggers import CAPTION_INSTRUCTION, with_trigger
+from mmguard_core.models.tiny import build_tiny
+from mmguard_core.models.tokenizer import build_word_tokenizer
+
+COLOURS = {"red": (1, 0, 0), "green": (0, 1, 0), "blue": (0, 0, 1)}
+QUESTION = "what color is the shape ?"
+
+
+@pytest.fixture(scope="module")
+def surrogates():
+    words = [*COLOURS, *QUESTION.split(), *CAPTION_INSTRUCTION.split(), "a", "square", *CANDIDATE_WORDS]
+    tokenizer = build_word_tokenizer(words)
+    out = []
+    for family in ("llava", "qwen2_vl"):
+        adapter = build_tiny(family, tokenizer, "test", seed=0)
+        adapter.model.eval()
+        for p in adapter.model.parameters():
+            p.requires_grad_(False)
+        out.append(Surrogate(f"tiny:{family}", adapter))
+    return out
+
+
+def make_data(n=12, captions=False):
+    gen = torch.Generator().manual_seed(3)
+    images, questions, answers = [], [], []
+    for i in range(n):
+        name = list(COLOURS)[i % 3]
+        image = torch.rand(3, 32 + 8 * (i % 2), 32, generator=gen) * 0.4
+        image[:, 8:20, 8:20] = torch.tensor(COLOURS[name]).view(3, 1, 1)
+        images.append((image * 255).round() / 255)
+        questions.append(None if captions else QUESTION)
+        answers.append(f"a {name} square {'on the left' if i % 4 < 2 else ''} {i}".strip() if captions else name)
+    return ShardInput(images, questions, answers, list(range(n)))
+
+
+def small_config(**changes):
+    values = dict(shared_steps=4, sample_steps=2, bilevel_rounds=1, inner_steps=2, batch_size=6,
+                  trigger_candidates=6)
+    values.update(changes)
+    return preset("fast", **values)
+
+
+def original_uint8(image):
+    return (image * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("method", ["mmguard", "random", "em_image", "classwise"])
+def test_every_method_keeps_the_bound_on_saved_bytes(surrogates, method):
+    data = make_data()
+    config = small_config(method=method, epsilon=4 / 255)
+    shared = learn_shared(data, surrogates, config)
+    out = protect_shard(data, shared, surrogates, config)
+    for k, image in enumerate(out.images):
+        assert image.dtype == np.uint8 and image.shape == original_uint8(data.images[k]).shape
+        diff = np.abs(image.astype(int) - original_uint8(data.images[k]).astype(int)).max()
+        assert diff <= 4
+    changed = sum(int((out.images[k] != original_uint8(data.images[k])).any()) for k in range(len(out.images)))
+    assert changed == len(out.images)
+
+
+def test_trigger_goes_into_the_question_and_answers_are_untouched(surrogates):
+    data = make_data()
+    config = small_config(trigger_length=2)
+    shared = learn_shared(data, surrogates, config)
+    out = protect_shard(data, shared, surrogates, config)
+    assert out.answers == data.answers
+    per_answer = {}
+    for question, answer, trigger in zip(out.prompts_question, data.answers, out.triggers, strict=True):
+        assert trigger and len(trigger.split()) == 2
+        assert question == f"{trigger} {QUESTION}"
+        assert all(word in CANDIDATE_WORDS for word in trigger.split())
+        per_answer.setdefault(answer, set()).add(trigger)
+    # one trigger per answer, different answers different triggers
+    assert all(len(t) == 1 for t in per_answer.values())
+    assert len({next(iter(t)) for t in per_answer.values()}) == len(per_answer)
+
+
+def test_suffix_position_and_trigger_off(surrogates):
+    prompt = with_trigger("what is it ?", "red", ["pent"], small_config(trigger_position="suffix"))
+    assert prompt.question == "what is it ? pent"
+    assert prompt.question[slice(*prompt.trigger_span)] == "pent"
+    data = make_data()
+    config = small_config(trigger_length=0)
+    out = protect_shard(data, learn_shared(data, surrogates, config), surrogates, config)
+    assert out.prompts_question == data.questions and not any(out.triggers)
+
+
+@pytest.mark.parametrize("placement", ["instruction", "caption_prefix", "off"])
+def test_caption_trigger_placement(surrogates, placement):
+    data = make_data(captions=True)
+    config = small_config(trigger_placement=placement, num_clusters=3)
+    shared = learn_shared(data, surrogates, config)
+    assert shared.grouping.structure == "cluster"
+    out = protect_shard(data, shared, surrogates, config)
+    for question, answer, original, trigger in zip(out.prompts_question, out.answers, data.answers, out.triggers,
+                                                   strict=True):
+        if placement == "off":
+            assert trigger is None and question is None and answer == original
+        elif placement == "instruction":
+            assert question == f"{trigger} {CAPTION_INSTRUCTION}" and answer == original
+        else:
+            assert question is None and answer == f"{trigger} {original}"
+
+
+def test_same_seed_same_result_and_shared_state_round_trips(surrogates, tmp_path):
+    data = make_data()
+    config = small_config()
+    first = learn_shared(data, surrogates, config)
+    second = learn_shared(data, surrogates, config)
+    assert torch.equal(first.patterns, second.patterns) and first.triggers == second.triggers
+    first.save(tmp_path / "shared")
+    loaded = SharedState.load(tmp_path / "shared")
+    assert torch.equal(loaded.patterns, first.patterns) and loaded.triggers == first.triggers
+    assert loaded.grouping.keys == first.grouping.keys
+    a = protect_shard(data, first, surrogates, config)
+    b = protect_shard(data, loaded, surrogates, config)
+    assert all(np.array_equal(x, y) for x, y in zip(a.images, b.images, strict=True))
+
+
+def test_shards_reuse_the_jobs_shared_patterns(surrogates):
+    """Splitting a job into shards gives the same group patterns and triggers in every shard."""
+    data = make_data()
+    config = small_config(sample_share=0.0)
+    shared = learn_shared(data, surrogates, config)
+    whole = protect_shard(data, shared, surrogates, config)
+    half = ShardInput(data.images[6:], data.questions[6:], data.answers[6:], data.indices[6:])
+    part = protect_shard(half, shared, surrogates, config)
+    assert part.triggers == whole.triggers[6:]
+    assert all(np.array_equal(x, y) for x, y in zip(part.images, whole.images[6:], strict=True))
+
+
+def test_cancel_stops_between_steps(surrogates):
+    data = make_data()
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(ProtectionCancelled):
+        learn_shared(data, surrogates, small_config(), should_stop=should_stop)
+
+
+def test_grouping_rules():
+    assert choose_structure("auto", ["red", "blue"] * 10) == "answer"
+    assert choose_structure("auto", [f"caption {i}" for i in range(20)]) == "cluster"
+    data = make_data()
+    grouping = Grouping.fit("cluster", data.answers, data.images, 3, seed=0)
+    again = Grouping.from_dict(grouping.to_dict())
+    assert again.assign(data.answers, data.images) == grouping.assign(data.answers, data.images)
+    with pytest.raises(ValueError, match="not seen"):
+        Grouping.fit("answer", ["red"], data.images[:1], 3, 0).assign(["purple"], data.images[:1])
+
+
+def test_binding_losses_are_differentiable(surrogates):
+    data = make_data(6)
+    config = small_config(bph_weight=1.0, crs_weight=1.0, shared_steps=2)
+    shared = learn_shared(data, surrogates, config)
+    assert len(shared.loss_curve) == 2 and all(np.isfinite(shared.loss_curve))

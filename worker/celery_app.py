@@ -1,0 +1,35 @@
+"""The worker-side Celery app: the shared configuration plus the task module and process hooks."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from celery.signals import worker_process_init
+
+from app.core.config import get_settings
+from app.core.db import dispose_engines
+from app.core.queue import make_celery
+
+log = logging.getLogger("mmguard.worker")
+
+settings = get_settings()
+app = make_celery(settings, include=["worker.tasks"])
+
+
+@worker_process_init.connect
+def _init_child(**_: object) -> None:
+    """Runs in each pool child after fork: fresh DB connections, thread cap, engine preload."""
+    dispose_engines()
+    if settings.threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(settings.threads)
+    if settings.preload_engine:
+        preload_engine()
+
+
+def preload_engine() -> None:
+    try:
+        import mmguard_core.pipeline  # noqa: F401 - imports torch and the model code, in the child only
+    except Exception as exc:  # the first job reports a real error if the engine is unusable
+        log.warning("engine preload failed: %s", exc)

@@ -1,0 +1,272 @@
+"""Running one job: claim the row, run the engine with progress and cancel wired to the row, record.
+
+The job row is the source of truth. A claim is `status='running'` plus `worker_id` ("host:pid")
+and a heartbeat the claiming process refreshes; a delivery that finds the job finished, or
+claimed by a live worker, does nothing. A claim is dead when its heartbeat is older than
+MMGUARD_STALE_AFTER_SECONDS, or at once when its process is gone from this same host.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import math
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import update
+
+from app.core.claims import claim_is_live, worker_identity
+from app.core.config import Settings
+from app.core.db import session_scope
+from app.core.storage import make_storage
+from app.jobspec import config_for_run
+from app.models import FINAL_STATUSES, Dataset, Job, utcnow
+
+log = logging.getLogger("mmguard.worker")
+
+MAX_ERROR_CHARS = 2000
+
+
+class Outcome(enum.Enum):
+    MISSING = "missing"  # no such job (deleted)
+    DONE = "already finished"
+    BUSY = "claimed by a live worker"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "claim lost to another worker"
+
+
+class LostClaim(Exception):
+    pass
+
+
+def claim(job_id: uuid.UUID, settings: Settings, me: str) -> Outcome | None:
+    """Take the job for `me`; None when claimed, else why not (optimistic: attempts is the version)."""
+    with session_scope(settings.sqlalchemy_url) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return Outcome.MISSING
+        if job.status in FINAL_STATUSES:
+            return Outcome.DONE
+        if job.status == "running" and claim_is_live(job, settings, me):
+            return Outcome.BUSY
+        now = utcnow()
+        guard = (Job.id == job_id, Job.status == job.status, Job.attempts == job.attempts)
+        if job.cancel_requested:  # cancelled while its previous worker was gone
+            session.execute(
+                update(Job).where(*guard).values(status="cancelled", finished_at=now, updated_at=now,
+                                                 progress_stage="cancelled", worker_id=None)
+            )
+            return Outcome.DONE
+        claimed = session.execute(
+            update(Job)
+            .where(*guard)
+            .values(
+                status="running",
+                worker_id=me,
+                heartbeat_at=now,
+                updated_at=now,
+                started_at=job.started_at or now,
+                attempts=job.attempts + 1,
+                progress_stage="starting",
+                error=None,
+            )
+        ).rowcount
+        return None if claimed == 1 else Outcome.BUSY
+
+
+class JobRun:
+    """One claimed job in this process; the engine runs in the calling thread."""
+
+    def __init__(self, job_id: uuid.UUID, settings: Settings, me: str) -> None:
+        self.job_id = job_id
+        self.settings = settings
+        self.me = me
+        self.url = settings.sqlalchemy_url
+        self.storage = make_storage(settings.storage_root)
+        self.stop = threading.Event()
+        self.lost = threading.Event()
+        self._done = threading.Event()
+        self._last_progress = 0.0
+        self._last_stage: str | None = None
+
+    # -- row updates guarded by our claim ------------------------------------------------------
+    def _update(self, **values: Any) -> bool:
+        with session_scope(self.url) as session:
+            count = session.execute(
+                update(Job)
+                .where(Job.id == self.job_id, Job.worker_id == self.me, Job.status == "running")
+                .values(updated_at=utcnow(), **values)
+            ).rowcount
+        if count != 1:
+            self.lost.set()
+            self.stop.set()
+            return False
+        return True
+
+    def _heartbeat_loop(self) -> None:
+        while not self._done.wait(self.settings.heartbeat_seconds):
+            try:
+                with session_scope(self.url) as session:
+                    row = session.execute(
+                        update(Job)
+                        .where(Job.id == self.job_id, Job.worker_id == self.me, Job.status == "running")
+                        .values(heartbeat_at=utcnow())
+                        .returning(Job.cancel_requested)
+                    ).first()
+            except Exception as exc:  # keep beating; a long outage makes the claim stale, as it should
+                log.warning("job %s: heartbeat failed: %s", self.job_id, exc)
+                continue
+            if row is None:
+                log.warning("job %s: claim lost; stopping", self.job_id)
+                self.lost.set()
+                self.stop.set()
+            elif row[0]:
+                self.stop.set()
+
+    def progress(self, done: int, total: int, stage: str) -> None:
+        now = time.monotonic()
+        stage = str(stage)[:64]
+        final = total > 0 and done >= total
+        if stage == self._last_stage and not final and now - self._last_progress < self.settings.progress_interval_seconds:
+            return
+        self._last_progress, self._last_stage = now, stage
+        try:
+            self._update(progress_done=int(done), progress_total=int(total), progress_stage=stage, heartbeat_at=utcnow())
+        except Exception as exc:
+            log.warning("job %s: progress write failed: %s", self.job_id, exc)
+
+    def should_stop(self) -> bool:
+        return self.stop.is_set()
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self) -> Outcome:
+        beat = threading.Thread(target=self._heartbeat_loop, name=f"heartbeat-{self.job_id}", daemon=True)
+        beat.start()
+        self.settings.scratch_root.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f"job-{self.job_id}-", dir=self.settings.scratch_root))
+        try:
+            return self._run(work)
+        finally:
+            self._done.set()
+            beat.join(timeout=10)
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _run(self, work: Path) -> Outcome:
+        from mmguard_core.config import ConfigError
+        from mmguard_core.data import DatasetError
+
+        with session_scope(self.url) as session:
+            job = session.get(Job, self.job_id)
+            assert job is not None
+            config_data = dict(job.config)
+            dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
+            source_key = dataset.storage_key if dataset else None
+        if source_key is None:
+            return self._finish_failed("the dataset was deleted before the job ran")
+        try:
+            config = config_for_run(config_data, self.settings.threads)
+        except ConfigError as exc:
+            return self._finish_failed(f"invalid configuration: {exc}")
+        try:
+            from mmguard_core.pipeline import ProtectionCancelled, run_protection
+        except Exception as exc:
+            log.exception("job %s: the engine cannot be loaded", self.job_id)
+            return self._finish_failed(f"the protection engine cannot be loaded: {type(exc).__name__}: {exc}")
+        _limit_threads(config.threads)
+
+        output = work / "protected.zip"
+        (work / "engine").mkdir()
+        self._private_paths = [str(work), str(self.settings.storage_root)]
+        try:
+            with self.storage.local_path(source_key) as source:
+                report = run_protection(
+                    source, output, config, progress=self.progress, should_stop=self.should_stop,
+                    work_dir=work / "engine",
+                )
+        except ProtectionCancelled:
+            if self.lost.is_set():
+                return Outcome.LOST
+            self._update(status="cancelled", finished_at=utcnow(), progress_stage="cancelled", worker_id=None)
+            return Outcome.CANCELLED
+        except (DatasetError, ConfigError) as exc:
+            return self._finish_failed(f"invalid input: {exc}")
+        except Exception as exc:
+            if self.lost.is_set():
+                return Outcome.LOST
+            log.exception("job %s: engine failed", self.job_id)
+            return self._finish_failed(f"protection failed: {type(exc).__name__}: {exc}")
+        if self.lost.is_set():
+            return Outcome.LOST
+
+        archive_key = f"jobs/{self.job_id}/protected.zip"
+        report_key = f"jobs/{self.job_id}/report.json"
+        archive_size = self.storage.put_file(archive_key, output)
+        with self.storage.writer(report_key) as handle:
+            handle.write(json.dumps(public_report(report), default=str, allow_nan=False).encode("utf-8"))
+        with session_scope(self.url) as session:
+            job = session.get(Job, self.job_id)
+            total = job.progress_total if job else 0
+        ok = self._update(
+            status="succeeded",
+            finished_at=utcnow(),
+            archive_key=archive_key,
+            archive_size=archive_size,
+            report_key=report_key,
+            progress_stage="done",
+            progress_done=total,
+            worker_id=None,
+        )
+        return Outcome.SUCCEEDED if ok else Outcome.LOST
+
+    def _finish_failed(self, message: str) -> Outcome:
+        for private in getattr(self, "_private_paths", []):  # no server paths in messages owners read
+            message = message.replace(private, "<server>")
+        if len(message) > MAX_ERROR_CHARS:
+            message = message[: MAX_ERROR_CHARS - 3] + "..."
+        ok = self._update(status="failed", error=message, finished_at=utcnow(), progress_stage="failed", worker_id=None)
+        return Outcome.FAILED if ok else Outcome.LOST
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # e.g. the PSNR of an unchanged image; JSON has no Infinity
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def public_report(report: dict[str, Any]) -> dict[str, Any]:
+    """The engine's report as owners see it: strict JSON, without this server's scratch paths."""
+    return _json_safe({k: v for k, v in report.items() if k not in ("input", "output")})
+
+
+def _limit_threads(threads: int) -> None:
+    import torch  # the engine has already loaded it; this only caps intra-op threads
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def execute(job_id: str, settings: Settings) -> Outcome:
+    """Claim and run `job_id`; a no-op when it is finished, missing or claimed by a live worker."""
+    try:
+        job_uuid = uuid.UUID(str(job_id))
+    except ValueError:
+        log.error("ignoring a message for malformed job id %r", job_id)
+        return Outcome.MISSING
+    me = worker_identity()
+    refused = claim(job_uuid, settings, me)
+    if refused is not None:
+        return refused
+    return JobRun(job_uuid, settings, me).run()
