@@ -68,6 +68,9 @@ class Rendered:
     question_start: int
     label_start: int
     answer_start: int
+    # tokenize text[:label_start] and text[label_start:] separately (as a processor that encodes the
+    # suffix as a text pair does, e.g. PaliGemma) instead of the whole string at once
+    separate_answer: bool = False
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -231,11 +234,20 @@ class HFAdapter(LVLMAdapter):
         out.update(self.extra_text_inputs(input_ids, [row["answer"][0] for row in rows]))
         return out
 
+    def _tokenize(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return list(enc["input_ids"]), [(int(s), int(e)) for s, e in enc["offset_mapping"]]
+
     def _encode(self, prompt: Prompt) -> dict[str, Any]:
         rendered = self.render(prompt)
-        enc = self.tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
-        ids: list[int] = list(enc["input_ids"])
-        offsets: list[tuple[int, int]] = [tuple(o) for o in enc["offset_mapping"]]
+        if rendered.separate_answer:
+            cut = rendered.label_start
+            ids, offsets = self._tokenize(rendered.text[:cut])
+            more_ids, more_offsets = self._tokenize(rendered.text[cut:])
+            ids += more_ids
+            offsets += [(s + cut, e + cut) for s, e in more_offsets]
+        else:
+            ids, offsets = self._tokenize(rendered.text)
         answer = [k for k, (s, e) in enumerate(offsets) if e > rendered.label_start]
         if not answer or answer[0] == 0:
             raise ValueError(f"{self.family}: no answer/end token found for {prompt!r}")

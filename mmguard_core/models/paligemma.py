@@ -2,7 +2,8 @@
 
 Layout (the PaliGemma processor's): ``<image>...<image><bos>{question}\\n{answer}<eos>`` with
 ``token_type_ids`` 0 on the prefix (image + question, attended bidirectionally) and 1 on the
-suffix (answer + <eos>, causal). Pixels: resized to the SigLIP input size, mean = std = 0.5.
+suffix (answer + <eos>, causal); prefix and suffix are tokenized separately, as the processor
+encodes the suffix as a text pair. Pixels: resized to the SigLIP input size, mean = std = 0.5.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class PaliGemmaAdapter(HFAdapter):
         text = f"{head}{prompt.question}\n"
         answer_start = len(text)
         text += prompt.answer + self.token_str("eos_token", "<eos>")
-        return Rendered(text, question_start, answer_start, answer_start)
+        return Rendered(text, question_start, answer_start, answer_start, separate_answer=True)
 
     def extra_text_inputs(
         self, input_ids: torch.Tensor, answer_start: Sequence[int]
