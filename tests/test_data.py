@@ -399,11 +399,11 @@ def test_validate_report(tmp_path: Path) -> None:
 
 
 def test_registry() -> None:
-    assert available_formats() == ["jsonl"]
+    assert available_formats() == ["coco", "csv", "jsonl", "llava", "parquet", "webdataset"]
     fmt = get_format("jsonl")
     assert callable(fmt.detect) and callable(fmt.read) and callable(fmt.write)
     with pytest.raises(ValueError, match="unknown dataset format"):
-        get_format("coco")
+        get_format("tfrecord")
 
 
 def test_detect_format(tmp_path: Path) -> None:

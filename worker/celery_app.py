@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 
 from app.core.config import get_settings
 from app.core.db import dispose_engines
@@ -26,6 +26,20 @@ def _init_child(**_: object) -> None:
             os.environ[var] = str(settings.threads)
     if settings.preload_engine:
         preload_engine()
+
+
+@worker_ready.connect
+def _recover(**_: object) -> None:
+    """A (re)started worker re-sends jobs left `running` by a worker that died (safe: see runner.claim)."""
+    from app.recovery import requeue_orphans
+
+    try:
+        requeued = requeue_orphans(settings)
+    except Exception as exc:
+        log.warning("could not look for orphaned jobs: %s", exc)
+        return
+    if requeued:
+        log.info("re-queued %d orphaned job(s)", len(requeued))
 
 
 def preload_engine() -> None:

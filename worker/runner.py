@@ -95,8 +95,7 @@ class JobRun:
         self.stop = threading.Event()
         self.lost = threading.Event()
         self._done = threading.Event()
-        self._last_progress = 0.0
-        self._last_stage: str | None = None
+        self._progress: tuple[int, int, str] | None = None
 
     # -- row updates guarded by our claim ------------------------------------------------------
     def _update(self, **values: Any) -> bool:
@@ -112,19 +111,34 @@ class JobRun:
             return False
         return True
 
-    def _heartbeat_loop(self) -> None:
-        while not self._done.wait(self.settings.heartbeat_seconds):
+    def _reporter_loop(self) -> None:
+        """Background thread: writes the latest progress (at most every progress_interval_seconds) and
+        the heartbeat (every heartbeat_seconds), and reads the cancel flag back each time; the engine
+        thread never waits on the database."""
+        settings = self.settings
+        period = min(max(settings.progress_interval_seconds, 0.05), settings.heartbeat_seconds)
+        written: tuple[int, int, str] | None = None
+        last_beat = time.monotonic()
+        while not self._done.wait(period):
+            current, now = self._progress, time.monotonic()
+            if current == written and now - last_beat < settings.heartbeat_seconds:
+                continue
+            values: dict[str, Any] = {"heartbeat_at": utcnow()}
+            if current is not None and current != written:
+                values.update(progress_done=current[0], progress_total=current[1], progress_stage=current[2],
+                              updated_at=utcnow())
             try:
                 with session_scope(self.url) as session:
                     row = session.execute(
                         update(Job)
                         .where(Job.id == self.job_id, Job.worker_id == self.me, Job.status == "running")
-                        .values(heartbeat_at=utcnow())
+                        .values(**values)
                         .returning(Job.cancel_requested)
                     ).first()
-            except Exception as exc:  # keep beating; a long outage makes the claim stale, as it should
-                log.warning("job %s: heartbeat failed: %s", self.job_id, exc)
+            except Exception as exc:  # keep trying; a long outage makes the claim stale, as it should
+                log.warning("job %s: progress/heartbeat write failed: %s", self.job_id, exc)
                 continue
+            written, last_beat = current, now
             if row is None:
                 log.warning("job %s: claim lost; stopping", self.job_id)
                 self.lost.set()
@@ -133,23 +147,14 @@ class JobRun:
                 self.stop.set()
 
     def progress(self, done: int, total: int, stage: str) -> None:
-        now = time.monotonic()
-        stage = str(stage)[:64]
-        final = total > 0 and done >= total
-        if stage == self._last_stage and not final and now - self._last_progress < self.settings.progress_interval_seconds:
-            return
-        self._last_progress, self._last_stage = now, stage
-        try:
-            self._update(progress_done=int(done), progress_total=int(total), progress_stage=stage, heartbeat_at=utcnow())
-        except Exception as exc:
-            log.warning("job %s: progress write failed: %s", self.job_id, exc)
+        self._progress = (int(done), int(total), str(stage)[:64])  # picked up by the reporter thread
 
     def should_stop(self) -> bool:
         return self.stop.is_set()
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> Outcome:
-        beat = threading.Thread(target=self._heartbeat_loop, name=f"heartbeat-{self.job_id}", daemon=True)
+        beat = threading.Thread(target=self._reporter_loop, name=f"reporter-{self.job_id}", daemon=True)
         beat.start()
         self.settings.scratch_root.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f"job-{self.job_id}-", dir=self.settings.scratch_root))
@@ -209,7 +214,7 @@ class JobRun:
 
         archive_key = f"jobs/{self.job_id}/protected.zip"
         report_key = f"jobs/{self.job_id}/report.json"
-        archive_size = self.storage.put_file(archive_key, output)
+        archive_size = self.storage.put_file(archive_key, output, move=True)
         with self.storage.writer(report_key) as handle:
             handle.write(json.dumps(public_report(report), default=str, allow_nan=False).encode("utf-8"))
         with session_scope(self.url) as session:

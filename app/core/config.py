@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     visibility_timeout: int = 7 * 24 * 3600
     heartbeat_seconds: float = Field(default=2.0, gt=0)
     stale_after_seconds: float = Field(default=60.0, gt=0)
-    progress_interval_seconds: float = Field(default=0.25, ge=0)
+    progress_interval_seconds: float = Field(default=0.5, ge=0)  # floor 0.05
     threads: int | None = Field(default=None, ge=1)  # overrides config.threads in the worker
     preload_engine: bool = True  # import the engine (torch) in each worker child at start
     models_dir: Path | None = None  # surrogate checkpoints users may name; unset = zoo only
@@ -90,7 +90,7 @@ class Settings(BaseSettings):
                 "control_folder": str(folder / "control"),
                 "processed_folder": str(folder / "processed"),
                 "store_processed": False,
-                "polling_interval": 0.2,
+                "polling_interval": 0.1,
             }
         return {"visibility_timeout": self.visibility_timeout}
 

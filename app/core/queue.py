@@ -32,6 +32,9 @@ def make_celery(settings: Settings, *, include: list[str] | None = None) -> Cele
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # pool children import torch and the engine at start (MMGUARD_PRELOAD_ENGINE): give them time
+        # before Celery declares them dead (its default is 4 s, which a loaded machine can exceed)
+        worker_proc_alive_timeout=300,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
         # the filesystem transport (embedded mode) has no broadcast support worth relying on

@@ -1,8 +1,12 @@
-"""Dataset reading, validation and writing (one reader/writer per format), numpy + Pillow only.
+"""Dataset reading, validation and writing (one reader/writer per format), numpy + Pillow (+ pyarrow
+for parquet) only.
 
+Formats (docs/formats.md): jsonl (incl. HF ImageFolder metadata.jsonl), csv (incl. metadata.csv),
+llava, coco, webdataset, parquet - detected, or named with format=.
 Never imports torch: the web API validates uploads with this package.
 
     ds = load_dataset("upload.zip", work_dir=tmp)          # Dataset, or DatasetError (file + line)
+    ds = load_dataset("shards/", format="webdataset", fields={"caption": "text"})  # override detection
     report = validate_dataset("upload.zip")                # ValidationReport, never raises DatasetError
     rgb, alpha = read_image_uint8(ds.image_file(0))        # the 8-bit original
     img = quantize_with_bound(rgb, rgb / 255 + delta, eps) # uint8 that keeps the L-inf bound
@@ -13,6 +17,7 @@ Never imports torch: the web API validates uploads with this package.
 from .archive import DEFAULT_LIMITS, IngestLimits, archive_kind, extract_archive
 from .errors import ArchiveError, DatasetError, Problem
 from .formats import (
+    FIELD_ROLES,
     FORMATS,
     DatasetFormat,
     Detection,
@@ -47,6 +52,7 @@ from .sample import Dataset, ProtectedSample, Sample, SampleKind
 __all__ = [
     "DEFAULT_LIMITS",
     "DEFAULT_MAX_IMAGE_PIXELS",
+    "FIELD_ROLES",
     "FORMATS",
     "IMAGE_FORMATS",
     "ArchiveError",

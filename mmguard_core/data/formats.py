@@ -9,17 +9,26 @@ A format is one module holding a `FORMAT = DatasetFormat(...)`:
   write(dataset, updates)              -> {path relative to dataset.root: new bytes} for the
                                           annotation file(s), applying SampleUpdate per sample
                                           and keeping every other record and field as it was.
+Formats that keep the images inside their own files (WebDataset shards, parquet) set
+`embedded=True`: their read gets a private `scratch` folder to copy the images out to (it becomes
+dataset.root), their write gets a `staging` folder and returns {path relative to the upload's
+top: bytes or a Path of a file written in staging}, and each protected image reaches it as a
+PNG file (SampleUpdate.image_file).
 Everything else - archives, image checks, the PNG re-encoding and renaming of images,
 copying untouched files, folder/zip/tar output - is shared and lives here.
-Only "jsonl" exists so far (see jsonl.py); add a module and list it in BUILTIN_FORMATS.
+The built-in formats are listed in BUILTIN_FORMATS (docs/formats.md describes each); add a
+module and list it there, or call register_format.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import itertools
 import os
 import shutil
+import tarfile
+import tempfile
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,36 +37,68 @@ from typing import Any
 
 import numpy as np
 
-from .archive import DEFAULT_LIMITS, IngestLimits, archive_kind, extract_archive, iter_tree, open_sink
+from .archive import (
+    DEFAULT_LIMITS,
+    IngestLimits,
+    _check_archive_size,
+    archive_kind,
+    extract_archive,
+    iter_tree,
+    open_sink,
+    output_kind,
+)
 from .errors import DatasetError, Problem
 from .images import ImageReadError, encode_png, probe_image
 from .sample import Dataset, ProtectedSample, Sample
 
-BUILTIN_FORMATS = ("mmguard_core.data.jsonl",)
+BUILTIN_FORMATS = (
+    "mmguard_core.data.jsonl",
+    "mmguard_core.data.csvfmt",
+    "mmguard_core.data.llava",
+    "mmguard_core.data.coco",
+    "mmguard_core.data.webdataset",
+    "mmguard_core.data.parquet",
+)
+
+# the names `fields=` may set (load_dataset / validate_dataset); each format documents its defaults
+FIELD_ROLES = ("image", "question", "answer", "caption")
 
 
 @dataclass(frozen=True)
 class Detection:
     """Where a format found its annotation: `annotation` is relative to the upload's top
-    ('/'-separated); the dataset root is its folder."""
+    ('/'-separated); the dataset root is its folder. `files` lists every annotation file of a
+    format that has several (shards, parquet parts), `annotation` being the first. `fields` holds
+    the field/column names the caller chose (see FIELD_ROLES)."""
 
     format: str
     annotation: str
+    files: tuple[str, ...] = ()
+    fields: tuple[tuple[str, str], ...] = ()
 
     @property
     def root(self) -> str:
         parent = PurePosixPath(self.annotation).parent.as_posix()
         return "" if parent == "." else parent
 
+    def field(self, role: str, default: str | None = None) -> str | None:
+        """The caller's name for `role` ("image", "question", "answer", "caption"), else `default`."""
+        return dict(self.fields).get(role, default)
+
+    def all_files(self) -> tuple[str, ...]:
+        return self.files or (self.annotation,)
+
 
 @dataclass(frozen=True)
 class SampleUpdate:
     """What changes in one sample's annotation; None = unchanged. `image_path` is relative to
-    dataset.root ('/'-separated)."""
+    dataset.root ('/'-separated). `image_file` (embedded formats only) is the protected image as a
+    PNG file to store in place of the sample's image."""
 
     image_path: str | None = None
     question: str | None = None
     answer: str | None = None
+    image_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -65,8 +106,18 @@ class DatasetFormat:
     name: str
     description: str  # what detect looks for, shown when no format matches
     detect: Callable[[Path], Detection | None]
-    read: Callable[[Path, Detection, IngestLimits], tuple[Dataset, list[Problem]]]
-    write: Callable[[Dataset, Mapping[int, SampleUpdate]], dict[str, bytes]]
+    read: Callable[..., tuple[Dataset, list[Problem]]]  # (container, detection, limits[, scratch])
+    write: Callable[..., dict[str, Any]]  # (dataset, updates[, staging])
+    # images live inside the format's own files: read(..., scratch), write(..., staging), see above
+    embedded: bool = False
+    # samples that share one image file (COCO: one sample per caption) share ONE protected image: the
+    # first protected sample's pixels are written for all of them (else each distinct perturbation
+    # gets its own file, as for JSONL)
+    one_image_per_file: bool = False
+    # format=NAME given: a looser detect (e.g. any one *.csv), None = detect
+    detect_explicit: Callable[[Path], Detection | None] | None = None
+    # this archive file is itself one dataset of the format (a bare WebDataset shard), not a container
+    claims_archive: Callable[[Path], bool] | None = None
 
 
 FORMATS: dict[str, DatasetFormat] = {}
@@ -110,7 +161,7 @@ def detect_format(folder: str | os.PathLike[str], *, format: str | None = None, 
     label = label or root.name
     if format is not None:
         fmt = get_format(format)
-        found = _detect_one(fmt, root, label)
+        found = _detect_one(fmt, root, label, explicit=True)
         if found is None:
             raise DatasetError(Problem(label, None, f"no {fmt.name} dataset found: expected {fmt.description}"))
         return found
@@ -126,10 +177,11 @@ def detect_format(folder: str | os.PathLike[str], *, format: str | None = None, 
 
 
 def _found_hint(root: Path) -> str:
-    """' (found: a.jsonl, x/b.json)' - JSON-ish files at the top or one level down, as a hint."""
+    """' (found: a.jsonl, x/b.json)' - annotation-like files at the top or one level down, as a hint."""
     found: list[str] = []
     try:
-        for pattern in ("*.jsonl", "*.json", "*/*.jsonl", "*/*.json"):
+        for pattern in ("*.jsonl", "*.json", "*.csv", "*.parquet", "*.tar",
+                        "*/*.jsonl", "*/*.json", "*/*.csv", "*/*.parquet", "*/*.tar"):
             found.extend(p.relative_to(root).as_posix() for p in sorted(root.glob(pattern)) if p.is_file())
             if len(found) >= 5:
                 break
@@ -138,9 +190,10 @@ def _found_hint(root: Path) -> str:
     return f" (found: {', '.join(found[:5])})" if found else ""
 
 
-def _detect_one(fmt: DatasetFormat, root: Path, label: str) -> Detection | None:
+def _detect_one(fmt: DatasetFormat, root: Path, label: str, explicit: bool = False) -> Detection | None:
+    detect = fmt.detect_explicit if explicit and fmt.detect_explicit is not None else fmt.detect
     try:
-        return fmt.detect(root)
+        return detect(root)
     except DatasetError as exc:  # name the upload in file-less problems
         problems = [p if p.file else Problem(label, p.line, p.message) for p in exc.problems]
         raise DatasetError(problems, summary=exc.summary) from None
@@ -172,10 +225,15 @@ def _type_name(value: Any) -> str:
 
 # ---------------------------------------------------------------- loading
 
+# image files nobody references are listed as warnings (they are copied to the output unprotected)
+UNREFERENCED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+MAX_LISTED_WARNINGS = 1000
+
 
 @dataclass
 class ValidationReport:
-    """What validate_dataset found. `ok` is True when there is no problem at all."""
+    """What validate_dataset found. `ok` is True when there is no problem at all; `warnings` do not
+    count (e.g. image files no sample uses, which are copied to the output unprotected)."""
 
     ok: bool
     path: str
@@ -184,11 +242,13 @@ class ValidationReport:
     num_samples: int = 0  # usable samples (after dropping bad ones)
     num_bad_samples: int = 0
     num_images: int = 0  # distinct image files used by the usable samples
-    annotation_file: str | None = None  # relative to the upload's top
+    annotation_file: str | None = None  # relative to the upload's top (the first one, for several)
     image_field: str | None = None
     question_field: str | None = None
     answer_field: str | None = None
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    annotation_files: list[str] = field(default_factory=list)  # every annotation file (shards, parts)
 
     @property
     def layout(self) -> str | None:
@@ -200,34 +260,67 @@ class ValidationReport:
             "ok": self.ok, "path": self.path, "format": self.format, "kind": self.kind,
             "num_samples": self.num_samples, "num_bad_samples": self.num_bad_samples,
             "num_images": self.num_images, "annotation_file": self.annotation_file,
+            "annotation_files": list(self.annotation_files),
             "image_field": self.image_field, "question_field": self.question_field,
             "answer_field": self.answer_field, "problems": [p.to_dict() for p in self.problems],
+            "warnings": [p.to_dict() for p in self.warnings],
         }
 
     def __str__(self) -> str:
         head = (f"{self.path}: {self.num_samples} {self.kind or ''} samples ({self.format}, {self.annotation_file})"
                 if self.format else f"{self.path}: not loadable")
         if self.ok:
-            return head + ", no problems"
+            tail = f", {len(self.warnings)} warning(s)" if self.warnings else ""
+            return head + ", no problems" + tail
         return str(DatasetError(self.problems, summary=f"{head}, {len(self.problems)} problem(s)"))
 
 
-def _remove_tree_if_owner(path: str, pid: int) -> None:
+def _remove_trees_if_owner(paths: Sequence[str], pid: int) -> None:
     # a forked child (e.g. a DataLoader worker) must never delete its parent's extraction
     if os.getpid() == pid:
-        shutil.rmtree(path, ignore_errors=True)
+        for path in paths:
+            shutil.rmtree(path, ignore_errors=True)
 
 
-def _open_source(path: Path, work_dir: Any, limits: IngestLimits) -> tuple[Path, Path | None]:
+def _remove_tree_if_owner(path: str, pid: int) -> None:
+    _remove_trees_if_owner([path], pid)
+
+
+@dataclass
+class _Source:
+    container: Path  # the upload's top: the input folder, or a private folder
+    temp: Path | None  # private folder to remove (extraction, or the one holding a bare archive link)
+    bare: str | None = None  # the input archive is itself the dataset (its name inside container)
+
+
+def _claiming_formats(format: str | None) -> list[DatasetFormat]:
+    _ensure_builtins()
+    formats = [get_format(format)] if format is not None else list(FORMATS.values())
+    return [f for f in formats if f.claims_archive is not None]
+
+
+def _open_source(path: Path, work_dir: Any, limits: IngestLimits, format: str | None = None) -> _Source:
     label = path.name or str(path)
     if path.is_dir():
-        return path, None
+        return _Source(path, None)
     if not path.exists():
         raise DatasetError(Problem(label, None, "does not exist"))
     if archive_kind(path) is None:
         raise DatasetError(Problem(label, None, "not a folder, a .zip or a .tar archive"))
+    for fmt in _claiming_formats(format):
+        try:
+            claimed = fmt.claims_archive(path)  # type: ignore[misc]
+        except (OSError, EOFError, tarfile.TarError, ValueError):
+            claimed = False
+        if claimed:
+            _check_archive_size(path, limits, label)
+            if work_dir is not None:
+                Path(work_dir).mkdir(parents=True, exist_ok=True)
+            temp = Path(tempfile.mkdtemp(prefix="mmguard-extract-", dir=work_dir))
+            os.symlink(os.path.abspath(path), temp / label)
+            return _Source(temp, temp, bare=label)
     temp = extract_archive(path, work_dir=work_dir, limits=limits, label=label)
-    return temp, temp
+    return _Source(temp, temp)
 
 
 def _check_images(
@@ -235,9 +328,12 @@ def _check_images(
 ) -> tuple[set[int], list[Problem]]:
     """(positions of samples whose image is unusable, one Problem per such sample). With `confine`
     (extracted archives) an image must resolve inside the container; a user's own folder may
-    link its images in from elsewhere."""
-    annotation = _container_rel(dataset, container, dataset.annotation_file)
-    container_real = os.path.realpath(container)
+    link its images in from elsewhere. Images a format copied out of its own files (scratch_dir)
+    must resolve inside that folder."""
+    annotation = _annotation_rel(dataset, container, dataset.annotation_file)
+    confine_root = dataset.scratch_dir if dataset.scratch_dir is not None else container
+    confine = confine or dataset.scratch_dir is not None
+    container_real = os.path.realpath(confine_root)
     groups: dict[str, list[int]] = {}
     for position, sample in enumerate(dataset.samples):
         groups.setdefault(sample.image_path, []).append(position)
@@ -260,8 +356,35 @@ def _check_images(
                 message = f"image {rel!r}: {exc}"
         if message is not None:
             bad.update(positions)
-            problems.extend(Problem(annotation, dataset.samples[i].line, message) for i in positions)
+            for i in positions:
+                sample = dataset.samples[i]
+                problems.append(Problem(sample.source or annotation, sample.line or None, message))
     return bad, problems
+
+
+def _unreferenced_images(dataset: Dataset, container: Path) -> list[Problem]:
+    """Image files in the upload that no sample (good or bad) uses: copied to the output as they are,
+    so unprotected. Formats that keep images inside their own files have none."""
+    if dataset.scratch_dir is not None:
+        return []
+    used = {_container_rel(dataset, container, s.image_path) for s in dataset.samples}
+    annotation = _annotation_rel(dataset, container, dataset.annotation_file)
+    found: list[Problem] = []
+    extra = 0
+    try:
+        for _, rel in iter_tree(container):
+            if not rel.lower().endswith(UNREFERENCED_EXTENSIONS) or rel in used:
+                continue
+            if len(found) < MAX_LISTED_WARNINGS:
+                found.append(Problem(rel, None, f"image file not used by any sample of {annotation}: "
+                                                "it is copied to the output unprotected"))
+            else:
+                extra += 1
+    except OSError:
+        return found
+    if extra:
+        found.append(Problem("", None, f"... and {extra} more image file(s) not used by any sample"))
+    return found
 
 
 def _did_you_mean(file: Path) -> str:
@@ -274,9 +397,16 @@ def _did_you_mean(file: Path) -> str:
     return f" (did you mean {close[0]!r}? names are case-sensitive)" if close else ""
 
 
-def _container_rel(dataset: Dataset, container: Path, rel: str) -> str:
+def _annotation_rel(dataset: Dataset, container: Path, rel: str) -> str:
+    """An annotation file's name relative to the upload's top."""
+    return _container_rel(dataset, container, rel, dataset.annotation_base)
+
+
+def _container_rel(dataset: Dataset, container: Path, rel: str, base: Path | None = None) -> str:
+    """A path relative to dataset.root (or to `base`), made relative to the upload's top."""
+    base = dataset.root if base is None else base
     try:
-        prefix = dataset.root.relative_to(container).as_posix()
+        prefix = base.relative_to(container).as_posix()
     except ValueError:
         prefix = ""
     return rel if prefix in ("", ".") else f"{prefix}/{rel}"
@@ -286,24 +416,66 @@ def _sort_key(p: Problem) -> tuple[str, int]:
     return (p.file, p.line or 0)
 
 
+def _check_fields(fields: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    if not fields:
+        return ()
+    out = []
+    for role, name in fields.items():
+        if role not in FIELD_ROLES:
+            raise ValueError(f"fields: unknown role {role!r}; known: {', '.join(FIELD_ROLES)}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"fields[{role!r}] must be a non-empty string")
+        out.append((role, name))
+    return tuple(out)
+
+
 def _read(
-    container: Path, label: str, limits: IngestLimits, format: str | None, decode: bool, confine: bool
-) -> tuple[Dataset, list[Problem]]:
-    """Detect, read, check images. Returns the dataset holding only usable samples (re-indexed) and
-    every problem found. Raises DatasetError only for file-level faults."""
+    source: _Source,
+    label: str,
+    limits: IngestLimits,
+    format: str | None,
+    decode: bool,
+    fields: tuple[tuple[str, str], ...] = (),
+    work_dir: Any = None,
+) -> tuple[Dataset, list[Problem], int]:
+    """Detect, read, check images. Returns the dataset holding only usable samples (re-indexed),
+    every problem found and how many records were dropped (a reader reports one problem per bad
+    record). Raises DatasetError only for file-level faults. An embedded format's
+    scratch folder is dataset.scratch_dir (removed here when reading fails)."""
+    container = source.container
     detection = detect_format(container, format=format, label=label)
+    if fields:
+        detection = dataclasses.replace(detection, fields=fields)
     fmt = get_format(detection.format)
+    scratch: Path | None = None
     try:
-        dataset, problems = fmt.read(container, detection, limits)
+        if fmt.embedded:
+            if work_dir is not None:
+                Path(work_dir).mkdir(parents=True, exist_ok=True)
+            scratch = Path(tempfile.mkdtemp(prefix="mmguard-images-", dir=work_dir))
+            dataset, problems = fmt.read(container, detection, limits, scratch)
+            dataset.root = scratch
+            dataset.scratch_dir = scratch
+        else:
+            dataset, problems = fmt.read(container, detection, limits)
     except OSError as exc:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         raise DatasetError(Problem(detection.annotation, None, f"cannot read: {exc.strerror or exc}")) from exc
-    bad, image_problems = _check_images(dataset, container, limits, decode, confine)
+    except BaseException:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    dataset.source_root = container
+    dataset.bare_archive = source.bare
+    bad, image_problems = _check_images(dataset, container, limits, decode, source.temp is not None)
+    n_bad = len(problems) + len(bad)
     problems = sorted([*problems, *image_problems], key=_sort_key)
+    dataset.warnings = _unreferenced_images(dataset, container)
     dataset.samples = [s for i, s in enumerate(dataset.samples) if i not in bad]
     for index, sample in enumerate(dataset.samples):
         sample.index = index
-    dataset.source_root = container
-    return dataset, problems
+    return dataset, problems, n_bad
 
 
 def load_dataset(
@@ -314,32 +486,40 @@ def load_dataset(
     skip_bad: bool = False,
     format: str | None = None,
     decode_images: bool = True,
+    fields: Mapping[str, str] | None = None,
 ) -> Dataset:
     """Load a dataset folder, .zip or .tar(.gz). Archives are extracted safely into a private
     folder under `work_dir` (system temp when None) that lives until `dataset.close()`.
 
+    `format` names the format instead of detecting it (available_formats()); `fields` renames the
+    fields/columns a format reads, e.g. {"image": "img", "caption": "text"} (roles: FIELD_ROLES).
     Raises DatasetError listing every problem (file + line) unless `skip_bad`, in which case
     bad samples are dropped and listed in `dataset.problems` (an error still when none is left).
     `decode_images=False` checks image headers only (faster; truncation is then not caught)."""
-    source = Path(path)
-    label = source.name or str(source)
-    container, temp = _open_source(source, work_dir, limits)
+    source_path = Path(path)
+    label = source_path.name or str(source_path)
+    chosen = _check_fields(fields)
+    if format is not None:
+        get_format(format)
+    source = _open_source(source_path, work_dir, limits, format)
+    temps = [source.temp] if source.temp is not None else []
     try:
-        dataset, problems = _read(container, label, limits, format, decode_images, temp is not None)
-        n_bad = len({(p.file, p.line) for p in problems})
+        dataset, problems, n_bad = _read(source, label, limits, format, decode_images, chosen, work_dir)
+        if dataset.scratch_dir is not None:
+            temps.append(dataset.scratch_dir)
         if not dataset.samples:
             raise DatasetError(problems, summary=f"{label}: no usable samples ({n_bad} bad)")
         if problems and not skip_bad:
             raise DatasetError(problems, summary=f"{label}: {len(problems)} problem(s)" if len(problems) > 1 else None)
     except BaseException:
-        if temp is not None:
+        for temp in temps:
             shutil.rmtree(temp, ignore_errors=True)
         raise
     dataset.problems = problems
-    dataset.source_path = source
-    dataset.temp_dir = temp
-    if temp is not None:
-        dataset.cleanup = weakref.finalize(dataset, _remove_tree_if_owner, str(temp), os.getpid())
+    dataset.source_path = source_path
+    dataset.temp_dir = source.temp
+    if temps:
+        dataset.cleanup = weakref.finalize(dataset, _remove_trees_if_owner, [str(t) for t in temps], os.getpid())
     return dataset
 
 
@@ -350,34 +530,45 @@ def validate_dataset(
     limits: IngestLimits = DEFAULT_LIMITS,
     format: str | None = None,
     decode_images: bool = True,
+    fields: Mapping[str, str] | None = None,
 ) -> ValidationReport:
     """Check an upload without keeping anything: never raises DatasetError, the report lists
     every problem (file + line). Extracted files are removed before returning."""
-    source = Path(path)
-    label = source.name or str(source)
+    source_path = Path(path)
+    label = source_path.name or str(source_path)
     report = ValidationReport(ok=False, path=label)
-    temp = None
+    chosen = _check_fields(fields)
+    if format is not None:
+        get_format(format)
+    temps: list[Path] = []
     try:
-        container, temp = _open_source(source, work_dir, limits)
-        dataset, problems = _read(container, label, limits, format, decode_images, temp is not None)
+        source = _open_source(source_path, work_dir, limits, format)
+        if source.temp is not None:
+            temps.append(source.temp)
+        dataset, problems, n_bad = _read(source, label, limits, format, decode_images, chosen, work_dir)
+        if dataset.scratch_dir is not None:
+            temps.append(dataset.scratch_dir)
+        container = source.container
+        report.annotation_file = _annotation_rel(dataset, container, dataset.annotation_file)
+        report.annotation_files = [_annotation_rel(dataset, container, rel) for rel in dataset.all_annotation_files()]
     except DatasetError as exc:
         report.problems = list(exc.problems)
         return report
     finally:
-        if temp is not None:
+        for temp in temps:
             shutil.rmtree(temp, ignore_errors=True)
     report.format = dataset.layout
     report.kind = dataset.kind if dataset.samples else None
     report.num_samples = len(dataset.samples)
-    report.num_bad_samples = len({p.line for p in problems if p.line is not None})
+    report.num_bad_samples = n_bad
     report.num_images = len({s.image_path for s in dataset.samples})
-    report.annotation_file = _container_rel(dataset, container, dataset.annotation_file)
     report.image_field = dataset.image_field
     report.question_field = dataset.question_field if dataset.kind == "vqa" else None
     report.answer_field = dataset.answer_field
     report.problems = problems
+    report.warnings = list(dataset.warnings)
     if not dataset.samples and not problems:
-        problems.append(Problem(report.annotation_file, None, "no samples"))
+        problems.append(Problem(report.annotation_file or "", None, "no samples"))
     report.ok = not problems
     return report
 
@@ -431,6 +622,26 @@ def _inside(child: Path, parent: Path) -> bool:
     return child_real == parent_real or child_real.startswith(parent_real.rstrip(os.sep) + os.sep)
 
 
+def _distinct_images(
+    samples: list[Sample], by_index: Mapping[int, ProtectedSample], one_per_file: bool
+) -> list[tuple[np.ndarray, list[Sample]]]:
+    """The protected images to write for one source image file, each with the samples that use it.
+    `one_per_file`: one image, the first protected sample's, for every sample of the file."""
+    protected = sorted((s for s in samples if s.index in by_index), key=lambda s: s.index)
+    if one_per_file:
+        return [(np.asarray(by_index[protected[0].index].image), sorted(samples, key=lambda s: s.index))]
+    distinct: list[tuple[np.ndarray, list[Sample]]] = []
+    for sample in protected:
+        image = np.asarray(by_index[sample.index].image)
+        for array, members in distinct:
+            if array.shape == image.shape and np.array_equal(array, image):
+                members.append(sample)
+                break
+        else:
+            distinct.append((image, [sample]))
+    return distinct
+
+
 def write_protected(
     dataset: Dataset,
     protected: Sequence[ProtectedSample],
@@ -439,13 +650,17 @@ def write_protected(
     overwrite: bool = False,
     compress_level: int = 6,
 ) -> Path:
-    """Write the protected dataset with the input's layout and file names.
+    """Write the protected dataset with the input's format and file names.
 
     `output_path` ending in .zip writes a zip, .tar/.tar.gz/.tgz (.tar.bz2, .tar.xz) a tar,
     anything else a folder. Protected images are saved as PNG (lossless): a .jpg/.webp becomes
     .png in the same folder and the annotation is updated; on a name clash, or when samples
     sharing one image file got different perturbations, a suffix is added (cat_jpg.png,
-    cat_17.png). An original image file is left out once every sample using it is protected.
+    cat_17.png) - except for formats with one image per file (COCO), where the first protected
+    sample's image is written once for every sample of that file. An original image file is left
+    out once every sample using it is protected. Formats that keep images inside their own files
+    (WebDataset shards, parquet) get the PNGs stored inside the rewritten files. A dataset read from
+    one bare WebDataset shard written to a .tar path gives that shard itself.
     Annotation texts get the trigger (question, or caption for caption-prefix placement);
     every other field, line and file is copied unchanged. Output is built beside the target
     and moved into place at the end, so a failure leaves no half-written output.
@@ -453,70 +668,133 @@ def write_protected(
     """
     out = Path(output_path)
     source_root = dataset.source_root or dataset.root
-    if not (dataset.root / dataset.annotation_file).is_file():
+    base = dataset.annotation_base
+    if not dataset.root.is_dir() or not all((base / rel).is_file() for rel in dataset.all_annotation_files()):
         raise ValueError(f"the dataset's files are gone ({dataset.root}); write before dataset.close()")
     if _inside(out, source_root) or _inside(source_root, out):
         raise ValueError(f"output {out} must not be inside the input {source_root} (nor contain it)")
+    if dataset.source_path is not None and dataset.bare_archive is not None and _inside(out, dataset.source_path):
+        raise ValueError(f"output {out} must not be the input {dataset.source_path}")
     fmt = get_format(dataset.layout)
+    embedded = fmt.embedded and dataset.scratch_dir is not None
     by_index = _check_protected(dataset, protected)
-    try:
-        prefix = dataset.root.relative_to(source_root).as_posix()
-    except ValueError:
+    if embedded:
         prefix = ""
-    prefix = "" if prefix == "." else prefix
+    else:
+        try:
+            prefix = dataset.root.relative_to(source_root).as_posix()
+        except ValueError:
+            prefix = ""
+        prefix = "" if prefix == "." else prefix
+    annotation_prefix = "" if embedded else prefix
 
     groups: dict[str, list[Sample]] = {}
-    unprotected_paths: set[str] = set()
     for sample in dataset.samples:
-        if sample.index in by_index:
-            groups.setdefault(sample.image_path, []).append(sample)
-        else:
-            unprotected_paths.add(sample.image_path)
+        groups.setdefault(sample.image_path, []).append(sample)
+    touched = {path for path, members in groups.items() if any(s.index in by_index for s in members)}
+    unprotected_paths = {s.image_path for s in dataset.samples if s.index not in by_index}
+    if fmt.one_image_per_file:
+        unprotected_paths -= touched  # the file's one protected image serves all its samples
 
-    annotation_names = {_join(prefix, dataset.annotation_file)}
-    replaced = {_join(prefix, path) for path in groups if path not in unprotected_paths}
-    kept = [(file, rel) for file, rel in iter_tree(source_root) if rel not in annotation_names and rel not in replaced]
-    taken = {rel.casefold() for _, rel in kept} | {name.casefold() for name in annotation_names}
+    annotation_names = {_join(annotation_prefix, rel) for rel in dataset.all_annotation_files()}
+    if embedded:
+        replaced: set[str] = set()
+        kept = [(file, rel) for file, rel in iter_tree(source_root) if rel not in annotation_names]
+        taken = {name.casefold() for name in dataset.reserved_names} | {p.casefold() for p in groups}
+    else:
+        replaced = {_join(prefix, path) for path in touched if path not in unprotected_paths}
+        kept = [(file, rel) for file, rel in iter_tree(source_root) if rel not in annotation_names and rel not in replaced]
+        taken = {rel.casefold() for _, rel in kept} | {name.casefold() for name in annotation_names}
 
-    updates: dict[int, SampleUpdate] = {}
-    new_images: list[tuple[str, np.ndarray]] = []
-    # images already .png keep their names first, then the others, in a fixed order
-    for path in sorted(groups, key=lambda p: (not p.lower().endswith(".png"), p)):
-        distinct: list[tuple[np.ndarray, list[Sample]]] = []
-        for sample in sorted(groups[path], key=lambda s: s.index):
-            image = np.asarray(by_index[sample.index].image)
-            for array, members in distinct:
-                if array.shape == image.shape and np.array_equal(array, image):
-                    members.append(sample)
-                    break
-            else:
-                distinct.append((image, [sample]))
-        for k, (array, members) in enumerate(distinct):
-            for name in _png_names(path, None if k == 0 else members[0].index):
-                if _join(prefix, name).casefold() not in taken:
-                    break
-            taken.add(_join(prefix, name).casefold())
-            new_images.append((_join(prefix, name), array))
-            for sample in members:
-                item = by_index[sample.index]
-                question = item.question if item.question is not None and item.question != sample.question else None
-                answer = item.answer if item.answer != sample.answer else None
-                update = SampleUpdate(image_path=None if name == path else name, question=question, answer=answer)
-                if update != SampleUpdate():
-                    updates[sample.index] = update
-
-    annotations = fmt.write(dataset, updates)
-    sink = open_sink(out, overwrite=overwrite)
+    staging: Path | None = None
+    if embedded:
+        assert dataset.scratch_dir is not None
+        staging = Path(tempfile.mkdtemp(prefix="mmguard-write-", dir=dataset.scratch_dir.parent))
     try:
-        extra = {_join(prefix, rel) for rel in annotations}
-        for file, rel in kept:
-            if rel not in extra:
-                sink.add_file(file, rel)
-        for rel, data in annotations.items():
-            sink.add_bytes(data, _join(prefix, rel))
-        for rel, array in new_images:
-            sink.add_bytes(encode_png(array, compress_level=compress_level), rel)
-        return sink.commit()
+        updates: dict[int, SampleUpdate] = {}
+        new_images: list[tuple[str, np.ndarray]] = []
+        # images already .png keep their names first, then the others, in a fixed order
+        for path in sorted(touched, key=lambda p: (not p.lower().endswith(".png"), p)):
+            for k, (array, members) in enumerate(_distinct_images(groups[path], by_index, fmt.one_image_per_file)):
+                for name in _png_names(path, None if k == 0 else members[0].index):
+                    if (embedded and name == path) or _join(prefix, name).casefold() not in taken:
+                        break
+                taken.add(_join(prefix, name).casefold())
+                image_file = None
+                if staging is not None:
+                    image_file = staging / f"image-{len(new_images)}.png"
+                    image_file.write_bytes(encode_png(array, compress_level=compress_level))
+                new_images.append((_join(prefix, name), array))
+                for sample in members:
+                    item = by_index.get(sample.index)
+                    question = answer = None
+                    if item is not None:
+                        question = item.question if item.question is not None and item.question != sample.question else None
+                        answer = item.answer if item.answer != sample.answer else None
+                    update = SampleUpdate(image_path=None if name == path else name, question=question,
+                                          answer=answer, image_file=image_file)
+                    if update != SampleUpdate():
+                        updates[sample.index] = update
+
+        annotations = fmt.write(dataset, updates, staging) if embedded else fmt.write(dataset, updates)
+        if embedded and dataset.bare_archive is not None and output_kind(out) != "folder" and output_kind(out) != "zip":
+            produced = annotations.get(dataset.bare_archive)
+            if produced is not None and len(annotations) == 1 and not kept:
+                return _write_bare_archive(produced, out, overwrite, staging)
+        sink = open_sink(out, overwrite=overwrite)
+        try:
+            extra = {_join(annotation_prefix, rel) for rel in annotations}
+            for file, rel in kept:
+                if rel not in extra:
+                    sink.add_file(file, rel)
+            for rel, data in annotations.items():
+                if isinstance(data, Path):
+                    sink.add_file(data, _join(annotation_prefix, rel))
+                else:
+                    sink.add_bytes(data, _join(annotation_prefix, rel))
+            if not embedded:
+                for rel, array in new_images:
+                    sink.add_bytes(encode_png(array, compress_level=compress_level), rel)
+            return sink.commit()
+        except BaseException:
+            sink.abort()
+            raise
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_bare_archive(produced: bytes | Path, out: Path, overwrite: bool, staging: Path | None) -> Path:
+    """One rewritten shard is the whole output: store it at `out` (recompressed as out's name says)."""
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise FileExistsError(f"{out} already exists (pass overwrite=True to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        source = produced
+        if not isinstance(source, Path):
+            assert staging is not None
+            source = staging / "bare.tar"
+            source.write_bytes(produced)  # type: ignore[arg-type]
+        compression = {"tar": "", "tar.gz": "gz", "tar.bz2": "bz2", "tar.xz": "xz"}[output_kind(out)]
+        with open(source, "rb") as fh:
+            magic = fh.read(6)
+        source_compressed = magic.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ"))
+        if not compression and not source_compressed:
+            shutil.copyfile(source, tmp)
+        else:
+            with tarfile.open(source, "r:*") as src, tarfile.open(tmp, f"w:{compression}" if compression else "w",
+                                                                  format=tarfile.PAX_FORMAT) as dst:  # type: ignore[call-overload]
+                for member in src:
+                    data = src.extractfile(member) if member.isreg() else None
+                    dst.addfile(member, data)
+        os.chmod(tmp, 0o644)
+        if out.is_dir() and not out.is_symlink():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+        return out
     except BaseException:
-        sink.abort()
+        tmp.unlink(missing_ok=True)
         raise

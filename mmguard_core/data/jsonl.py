@@ -3,7 +3,8 @@
 
 One JSON object per line: `image` or `file_name` (path relative to the annotation file),
 and either `caption` (caption data) or `question` + `answer` (VQA). Other fields are kept.
-Blank lines are allowed and kept. The writer rewrites only the lines of samples that
+Field names can be changed with load_dataset(fields={"image": ..., "question": ..., "answer": ...,
+"caption": ...}). Blank lines are allowed and kept. The writer rewrites only the lines of samples that
 changed (image path, question, caption/answer); every other line keeps its exact bytes,
 lines of samples dropped as bad (skip_bad) are left out.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -27,6 +29,29 @@ QUESTION_FIELD = "question"
 ANSWER_FIELD = "answer"
 CAPTION_FIELD = "caption"
 BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class Names:
+    """The field names one read uses (the defaults, or the caller's `fields=`)."""
+
+    image: tuple[str, ...] = IMAGE_FIELDS
+    question: str = QUESTION_FIELD
+    answer: str = ANSWER_FIELD
+    caption: str = CAPTION_FIELD
+
+    @classmethod
+    def of(cls, detection: Detection) -> Names:
+        image = detection.field("image")
+        return cls(
+            image=(image,) if image else IMAGE_FIELDS,
+            question=detection.field("question", QUESTION_FIELD) or QUESTION_FIELD,
+            answer=detection.field("answer", ANSWER_FIELD) or ANSWER_FIELD,
+            caption=detection.field("caption", CAPTION_FIELD) or CAPTION_FIELD,
+        )
+
+
+DEFAULT_NAMES = Names()
 
 
 def _candidates(folder: Path) -> list[str]:
@@ -96,16 +121,16 @@ def _parse_lines(data: bytes, file: str) -> tuple[list[tuple[int, dict[str, Any]
     return objects, problems, non_blank
 
 
-def _layout(objects: list[tuple[int, dict[str, Any]]]) -> tuple[str, str, int]:
+def _layout(objects: list[tuple[int, dict[str, Any]]], names: Names = DEFAULT_NAMES) -> tuple[str, str, int]:
     """(image field, kind, line it was decided on) from the first object that says."""
-    image_field = next((f for _, obj in objects for f in IMAGE_FIELDS if f in obj), IMAGE_FIELDS[0])
+    image_field = next((f for _, obj in objects for f in names.image if f in obj), names.image[0])
     for number, obj in objects:
         # 'answer' decides first: caption data may carry an instruction in a 'question' field
-        if ANSWER_FIELD in obj:
+        if names.answer in obj:
             return image_field, "vqa", number
-        if CAPTION_FIELD in obj:
+        if names.caption in obj:
             return image_field, "caption", number
-        if QUESTION_FIELD in obj:
+        if names.question in obj:
             return image_field, "vqa", number
     return image_field, "vqa", 0
 
@@ -121,35 +146,37 @@ def _text(obj: dict[str, Any], name: str, *, allow_number: bool = False, allow_e
     return value
 
 
-def _sample(obj: dict[str, Any], number: int, image_field: str, kind: str, decided_on: int) -> Sample | str:
+def _sample(obj: dict[str, Any], number: int, image_field: str, kind: str, decided_on: int,
+            names: Names = DEFAULT_NAMES) -> Sample | str:
     """A Sample, or the message saying what is wrong with this line."""
+    q_field, a_field, c_field = names.question, names.answer, names.caption
     if image_field not in obj:
-        other = [f for f in IMAGE_FIELDS if f != image_field and f in obj]
+        other = [f for f in names.image if f != image_field and f in obj]
         if other:
             return f"has {other[0]!r} but the file uses {image_field!r} for the image path (line {decided_on or 1}); use one name"
-        return f"missing the image field ({' or '.join(repr(f) for f in IMAGE_FIELDS)})"
+        return f"missing the image field ({' or '.join(repr(f) for f in names.image)})"
     image = normalize_image_path(obj[image_field], image_field)
     if isinstance(image, tuple):
         return image[0]
     if kind == "vqa":
-        missing = [f for f in (QUESTION_FIELD, ANSWER_FIELD) if f not in obj]
+        missing = [f for f in (q_field, a_field) if f not in obj]
         if missing:
-            if CAPTION_FIELD in obj and len(missing) == 2:
-                return f"has {CAPTION_FIELD!r} but the file is VQA data (line {decided_on}); every line needs 'question' and 'answer'"
+            if c_field in obj and len(missing) == 2:
+                return f"has {c_field!r} but the file is VQA data (line {decided_on}); every line needs {q_field!r} and {a_field!r}"
             if len(missing) == 2:
-                return "missing text fields: need 'question' and 'answer' (or 'caption' for caption data)"
-            return f"missing field {missing[0]!r} (a VQA line needs 'question' and 'answer')"
-        question = _text(obj, QUESTION_FIELD, allow_empty=True)
-        answer = _text(obj, ANSWER_FIELD, allow_number=True)
+                return f"missing text fields: need {q_field!r} and {a_field!r} (or {c_field!r} for caption data)"
+            return f"missing field {missing[0]!r} (a VQA line needs {q_field!r} and {a_field!r})"
+        question = _text(obj, q_field, allow_empty=True)
+        answer = _text(obj, a_field, allow_number=True)
         for value in (question, answer):
             if isinstance(value, tuple):
                 return value[0]
         return Sample(index=0, image_path=image, answer=str(answer), question=str(question), record=obj, line=number)
-    if CAPTION_FIELD not in obj:
-        if ANSWER_FIELD in obj:
-            return f"has 'question'/'answer' but the file is caption data (line {decided_on}); every line needs 'caption'"
-        return "missing field 'caption'"
-    caption = _text(obj, CAPTION_FIELD)
+    if c_field not in obj:
+        if a_field in obj:
+            return f"has {q_field!r}/{a_field!r} but the file is caption data (line {decided_on}); every line needs {c_field!r}"
+        return f"missing field {c_field!r}"
+    caption = _text(obj, c_field)
     if isinstance(caption, tuple):
         return caption[0]
     return Sample(index=0, image_path=image, answer=caption, question=None, record=obj, line=number)
@@ -167,10 +194,11 @@ def read(container: Path, detection: Detection, limits: IngestLimits) -> tuple[D
     objects, problems, non_blank = _parse_lines(data, file)
     if non_blank == 0:
         raise DatasetError(Problem(file, None, "no samples: the annotation file is empty"))
-    image_field, kind, decided_on = _layout(objects)
+    names = Names.of(detection)
+    image_field, kind, decided_on = _layout(objects, names)
     samples: list[Sample] = []
     for number, obj in objects:
-        result = _sample(obj, number, image_field, kind, decided_on)
+        result = _sample(obj, number, image_field, kind, decided_on, names)
         if isinstance(result, str):
             problems.append(Problem(file, number, result))
         else:
@@ -182,8 +210,8 @@ def read(container: Path, detection: Detection, limits: IngestLimits) -> tuple[D
         layout=NAME,
         annotation_file=PurePosixPath(file).name,
         image_field=image_field,
-        question_field=QUESTION_FIELD,
-        answer_field=ANSWER_FIELD if kind == "vqa" else CAPTION_FIELD,
+        question_field=names.question,
+        answer_field=names.answer if kind == "vqa" else names.caption,
     )
     return dataset, sorted(problems, key=lambda p: p.line or 0)
 

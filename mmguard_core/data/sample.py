@@ -27,7 +27,10 @@ class Sample:
     answer: str
     question: str | None = None
     record: dict[str, Any] = field(default_factory=dict)
-    line: int = 0
+    line: int = 0  # 0 = no line (e.g. a WebDataset sample); parquet: the 1-based row
+    source: str | None = None  # annotation file of this sample, relative to the upload's top, when a
+    # format has several (shards, parquet parts); problems name it. None = Dataset.annotation_file
+    locator: Any = None  # where the record sits in its file, for the writer (array index, shard key, row)
 
     @property
     def kind(self) -> SampleKind:
@@ -50,7 +53,17 @@ class Dataset:
     source_path: Path | None = None  # what was passed to load_dataset (folder or archive)
     temp_dir: Path | None = None  # private extraction folder to remove on close(), None for folder input
     problems: list[Problem] = field(default_factory=list)  # what skip_bad=True dropped (empty otherwise)
+    warnings: list[Problem] = field(default_factory=list)  # not fatal: e.g. image files no sample uses
     cleanup: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+    # formats with several annotation files (COCO keeps one; WebDataset shards, parquet parts): every
+    # file the writer rewrites, relative to annotation_base. Empty = [annotation_file].
+    annotation_files: list[str] = field(default_factory=list)
+    # formats that keep images inside their files (WebDataset, parquet): the private folder the images
+    # were copied out to (this is `root` then, and annotation files are relative to source_root)
+    scratch_dir: Path | None = None
+    bare_archive: str | None = None  # the input was this one archive, itself the dataset (a bare shard)
+    reserved_names: set[str] = field(default_factory=set)  # image paths a renamed image must not take
+    options: dict[str, Any] = field(default_factory=dict)  # format-specific state kept for the writer
 
     @property
     def kind(self) -> SampleKind:
@@ -58,6 +71,25 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @property
+    def annotation_base(self) -> Path:
+        """The folder annotation_file(s) are relative to: root, or for formats that keep images inside
+        their files (scratch_dir set) the upload's top."""
+        if self.scratch_dir is not None and self.source_root is not None:
+            return self.source_root
+        return self.root
+
+    def all_annotation_files(self) -> list[str]:
+        return list(self.annotation_files) or [self.annotation_file]
+
+    def image_groups(self) -> dict[str, list[int]]:
+        """Sample indices per image file (first use first). Several samples may share one image (COCO:
+        one sample per caption); an engine that perturbs once per group gets one file per image."""
+        groups: dict[str, list[int]] = {}
+        for sample in self.samples:
+            groups.setdefault(sample.image_path, []).append(sample.index)
+        return groups
 
     def image_file(self, sample: Sample | int) -> Path:
         """Absolute path of a sample's image file (valid until close())."""

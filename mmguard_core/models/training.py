@@ -44,6 +44,8 @@ LM_PROJECTION_RE = (
 )
 # Parameters of the vision tower (frozen by `freeze_vision`); the projector/connector stays trainable.
 VISION_PARAM_RE = re.compile(r"(?:^|\.)(?:vision_tower|vision_model|visual|vision_encoder|image_encoder)\.")
+# projector modules that live inside the vision module in some families (Qwen2-VL's patch merger)
+_PROJECTOR_RE = re.compile(r"(?:^|\.)merger\.")
 
 ProgressFn = Callable[[int, int, float], None]
 
@@ -60,7 +62,11 @@ def lora_target_modules(model: torch.nn.Module) -> list[str]:
 
 def vision_parameter_names(model: torch.nn.Module) -> list[str]:
     """Names of the vision tower's parameters (what `freeze_vision=True` freezes)."""
-    return [name for name, _ in model.named_parameters() if VISION_PARAM_RE.search(name)]
+    return [
+        name
+        for name, _ in model.named_parameters()
+        if VISION_PARAM_RE.search(name) and not _PROJECTOR_RE.search(name)
+    ]
 
 
 def _num_steps(n: int, batch_size: int, steps: int | None, epochs: float | None) -> int:
@@ -187,8 +193,9 @@ def finetune(
                 for p in model.parameters():
                     p.requires_grad_(True)
             if freeze_vision:
+                frozen = set(vision_parameter_names(model))
                 for name, p in model.named_parameters():
-                    if VISION_PARAM_RE.search(name):
+                    if name in frozen:
                         p.requires_grad_(False)
             params = [p for p in model.parameters() if p.requires_grad]
             if not params:

@@ -141,7 +141,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, migrated_pg: str, redis
     root = tmp_path_factory.mktemp("deployed")
     queue = f"mmguard-test-{RUN_ID}-e2e"
     (root / "models").mkdir()
-    settings = make_settings(root, migrated_pg, redis_url, queue, models_dir=root / "models")
+    settings = make_settings(root, migrated_pg, redis_url, queue, models_dir=root / "models",
+                             max_upload_bytes=1_000_000)
     env = service_env(settings_env(settings))
     worker = start_worker(env, queue, root / "worker.log")
     port = free_port()

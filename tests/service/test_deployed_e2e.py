@@ -109,3 +109,23 @@ def test_worker_lost_mid_job_is_redelivered_and_finishes(deployment: dict, owner
     assert job["status"] == "succeeded", job
     row = job_row(settings, job["id"])
     assert row.attempts == 2
+
+
+def test_upload_cap_over_real_http(deployment: dict, owner_key: str) -> None:
+    """uvicorn in front: the 413 arrives while the client is still sending, chunked or not."""
+    base, limit = deployment["base"], deployment["settings"].max_upload_bytes
+    headers = {"Authorization": f"Bearer {owner_key}"}
+    response = httpx.post(f"{base}/datasets", headers=headers,
+                          files={"file": ("big.zip", b"PK\x03\x04" + b"\0" * (limit + 1))}, timeout=60)
+    assert response.status_code == 413 and str(limit) in response.json()["detail"]
+
+    def body():  # noqa: ANN202 - no Content-Length: the cap is enforced while streaming
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.zip"\r\n\r\nPK\x03\x04'
+        for _ in range(limit // 65536 + 4):
+            yield b"\0" * 65536
+        yield b"\r\n--b--\r\n"
+
+    response = httpx.post(f"{base}/datasets", headers={**headers, "Content-Type": "multipart/form-data; boundary=b"},
+                          content=body(), timeout=60)
+    assert response.status_code == 413
+    assert not list((deployment["settings"].storage_root / "datasets").glob("*/upload*"))

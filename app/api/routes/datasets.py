@@ -81,9 +81,14 @@ async def upload_dataset(
             request.headers.get("content-type"), request.stream(), storage, f"{prefix}/upload", limit
         )
     except UploadTooLarge as exc:
+        storage.delete_prefix(prefix)
         raise ApiError(413, str(exc)) from exc
     except UploadError as exc:
+        storage.delete_prefix(prefix)
         raise ApiError(422, str(exc)) from exc
+    except BaseException:  # client gone mid-upload, disk full, ...
+        storage.delete_prefix(prefix)
+        raise
     key = f"{prefix}/source.{received.archive_format}"
     try:
         storage.move(f"{prefix}/upload", key)

@@ -1,0 +1,502 @@
+"""The offline tiny model zoo: small LVLMs of real transformers families, pretrained on synthetic data.
+
+No checkpoint can be downloaded here, yet the engine needs surrogate LVLMs that actually answer
+questions about images (a randomly initialised model gives meaningless gradients). The zoo builds
+them: `build_tiny(family, zoo_tokenizer(), size, seed)` from `mmguard_core.models.tiny`, then a
+short pretraining with `training.finetune` on a mixed synthetic corpus (`mmguard_core.synth`:
+colour / shape / count / position / texture questions plus captions, contrast drawn in [0.3, 1],
+image sizes 32-64 px and non-square), then a clean evaluation whose figures are stored next to
+the weights in ``zoo_manifest.json``.
+
+Cache layout: ``<cache>/<size>-seed<seed>/<family>/`` (``adapter.save_pretrained`` files plus the
+manifest), ``<cache>`` = the ``cache_dir`` argument, else env ``MMGUARD_CACHE_DIR`` when set, else
+``~/.cache/mmguard/zoo``. Each family folder is
+written into a temporary folder beside it and renamed into place, under a per-family file lock, so
+two processes building at once never see a half-written model and never both train it. A folder
+whose manifest does not match the current recipe (zoo version, pretraining plan, tokenizer
+vocabulary) is stale and rebuilt.
+
+Seeds: the zoo pretrains on synthetic data seeds ``10_000 + 100 * seed + 25 * stage + k`` (k < 25)
+and evaluates on ``10_000 + 100 * seed + 80 + k``; benchmarks and tests use seeds below 10_000, so a
+benchmark's train/test data never coincide with the zoo's pretraining data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmguard_core import synth
+from mmguard_core.models.base import LVLMAdapter, Prompt
+from mmguard_core.models.training import evaluate_exact, finetune
+
+__all__ = [
+    "Stage",
+    "ZOO_FAMILIES",
+    "ZOO_VERSION",
+    "PRETRAIN_SEED_BASE",
+    "PLANS",
+    "PretrainPlan",
+    "MANIFEST",
+    "default_cache_dir",
+    "zoo_words",
+    "zoo_tokenizer",
+    "zoo_path",
+    "build_zoo",
+    "load_zoo_model",
+    "read_manifest",
+    "pretraining_corpus",
+    "images_to_tensors",
+    "samples_to_prompts",
+]
+
+ZOO_VERSION = 1
+# default ensemble members (families with a tiny config in mmguard_core.models.tiny)
+ZOO_FAMILIES: tuple[str, ...] = ("llava", "qwen2_vl", "idefics3", "paligemma")
+PRETRAIN_SEED_BASE = 10_000
+MANIFEST = "zoo_manifest.json"
+COMMON_WORDS_FILE = Path(__file__).with_name("common_words.txt")
+EVAL_TASKS: tuple[str, ...] = ("color", "shape", "count", "position", "texture", "caption")
+
+ProgressFn = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pretraining stage: `steps` optimizer steps on a corpus of `corpus` = ((task, samples), ...)."""
+
+    corpus: tuple[tuple[str, int], ...]
+    steps: int
+    lr: float = 1e-3
+    schedule: str = "cosine"
+    warmup_steps: int = 20
+
+
+@dataclass(frozen=True)
+class PretrainPlan:
+    """How one zoo model is pretrained (part of the cache fingerprint: change it and the zoo rebuilds).
+
+    Stages run in order (a fresh AdamW each), e.g. a short colour-only stage first: tiny models
+    trained from scratch on the mixed corpus alone sit for hundreds of steps on the per-question
+    answer prior before they look at the image; once one attribute is read from the image the
+    others follow faster. `image_sizes`: the sizes the corpus is drawn at, in equal shares (the
+    adapters resize to their input size); `eval_n`: clean test samples per task for the report."""
+
+    stages: tuple[Stage, ...]
+    batch_size: int = 32
+    image_sizes: tuple[Any, ...] = (32,)
+    contrast: tuple[float, float] = (0.3, 1.0)
+    eval_n: int = 100
+
+    @property
+    def steps(self) -> int:
+        return sum(stage.steps for stage in self.stages)
+
+
+_MIXED_SMALL = (
+    ("color", 1200),
+    ("shape", 500),
+    ("count", 500),
+    ("position", 500),
+    ("texture", 300),
+    ("caption", 400),
+)
+
+PLANS: dict[str, PretrainPlan] = {
+    # seconds on one thread: the tests build this size
+    "test": PretrainPlan(
+        stages=(Stage(corpus=(("color", 64), ("caption", 16)), steps=12, lr=3e-3, warmup_steps=2),),
+        batch_size=16,
+        image_sizes=(32,),
+        eval_n=32,
+    ),
+    # a few minutes for the whole default zoo on 2 cores; colour is weighted up (the benchmark task)
+    "small": PretrainPlan(
+        stages=(
+            Stage(corpus=(("color", 1000),), steps=120, schedule="constant"),
+            Stage(corpus=_MIXED_SMALL, steps=380),
+        ),
+        batch_size=32,
+        image_sizes=(32, 32, 48, (40, 32)),
+        eval_n=100,
+    ),
+    "base": PretrainPlan(
+        stages=(
+            Stage(corpus=(("color", 1000),), steps=150, schedule="constant"),
+            Stage(corpus=_MIXED_SMALL, steps=650),
+        ),
+        batch_size=32,
+        image_sizes=(64, 64, 48, (80, 64)),
+        eval_n=100,
+    ),
+}
+
+_STAGE_SEED_STRIDE = 25  # data seeds of stage i: base + 25 * i + k (k < 25); evaluation: base + 80 + k
+_EVAL_SEED_OFFSET = 80
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+def _common_words() -> list[str]:
+    words: list[str] = []
+    for line in COMMON_WORDS_FILE.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            words.append(line.lower())
+    return words
+
+
+def _candidate_words() -> list[str]:
+    try:
+        from mmguard_core.engine.trigger_words import CANDIDATE_WORDS
+    except ImportError:
+        return []
+    return [str(w).lower() for w in CANDIDATE_WORDS]
+
+
+def zoo_words() -> list[str]:
+    """The zoo vocabulary's words in a fixed order, without duplicates: every word the synthetic
+    generator emits, the common English words (common_words.txt), then the trigger candidates."""
+    seen: dict[str, None] = {}
+    for word in [*synth.vocabulary(), *_common_words(), *_candidate_words()]:
+        seen.setdefault(word, None)
+    return list(seen)
+
+
+def zoo_tokenizer():
+    """The word-level tokenizer every zoo model shares (a fresh object on each call)."""
+    from mmguard_core.models.tokenizer import build_word_tokenizer
+
+    return build_word_tokenizer(zoo_words())
+
+
+# --------------------------------------------------------------------------- data
+
+
+def images_to_tensors(images: Sequence[Any]) -> list[torch.Tensor]:
+    """PIL images -> (3, H, W) float tensors in [0, 1]."""
+    out = []
+    for image in images:
+        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+        out.append(torch.from_numpy(array).permute(2, 0, 1).contiguous())
+    return out
+
+
+def samples_to_prompts(samples: Sequence[synth.SynthSample], seed: int = 0) -> list[Prompt]:
+    """VQA samples keep their question; captions get one of synth.CAPTION_INSTRUCTIONS (seeded)."""
+    rng = np.random.default_rng(seed)
+    prompts = []
+    for sample in samples:
+        if sample.question is None:
+            question = synth.CAPTION_INSTRUCTIONS[int(rng.integers(0, len(synth.CAPTION_INSTRUCTIONS)))]
+        else:
+            question = sample.question
+        prompts.append(Prompt(question=question, answer=sample.answer))
+    return prompts
+
+
+def pretraining_corpus(
+    plan: PretrainPlan, seed: int, stage: int = 0
+) -> tuple[list[torch.Tensor], list[Prompt]]:
+    """The synthetic corpus of one stage of a plan (data seeds 10_000 + 100 * seed + 25 * stage + k)."""
+    base = PRETRAIN_SEED_BASE + 100 * int(seed) + _STAGE_SEED_STRIDE * stage
+    samples: list[synth.SynthSample] = []
+    k = 0
+    for task, count in plan.stages[stage].corpus:
+        sizes = plan.image_sizes
+        shares = [count // len(sizes) + (1 if i < count % len(sizes) else 0) for i in range(len(sizes))]
+        for size, share in zip(sizes, shares, strict=True):
+            size_arg = tuple(size) if isinstance(size, list | tuple) else int(size)
+            samples.extend(synth.generate(task, share, base + k, image_size=size_arg, contrast=plan.contrast))
+            k += 1
+    if k > _STAGE_SEED_STRIDE:
+        raise ValueError("zoo plan: too many (task, size) parts in one stage for its seed range")
+    return images_to_tensors([s.image for s in samples]), samples_to_prompts(samples, seed=base)
+
+
+def _evaluate(adapter: LVLMAdapter, plan: PretrainPlan, seed: int) -> dict[str, float]:
+    """Clean exact-match accuracy per task (32 px, contrast 1.0) plus colour at contrast 0.3."""
+    base = PRETRAIN_SEED_BASE + 100 * int(seed) + _EVAL_SEED_OFFSET
+
+    def score(samples: list[synth.SynthSample], prompt_seed: int) -> float:
+        images = images_to_tensors([s.image for s in samples])
+        return round(
+            evaluate_exact(adapter, images, samples_to_prompts(samples, prompt_seed), batch_size=50), 4
+        )
+
+    scores: dict[str, float] = {}
+    for k, task in enumerate(EVAL_TASKS):
+        scores[task] = score(
+            synth.generate(task, plan.eval_n, base + k, image_size=32, contrast=1.0), base + k
+        )
+    low = len(EVAL_TASKS)
+    scores["color@0.3"] = score(
+        synth.generate("color", plan.eval_n, base + low, image_size=32, contrast=0.3), base + low
+    )
+    return scores
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def default_cache_dir() -> Path:
+    """env MMGUARD_CACHE_DIR when set, else ~/.cache/mmguard/zoo."""
+    env = os.environ.get("MMGUARD_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "mmguard" / "zoo"
+
+
+def zoo_path(
+    family: str, size: str = "small", seed: int = 0, cache_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """Where a zoo model lives (whether or not it is built yet)."""
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return root / f"{size}-seed{int(seed)}" / family
+
+
+def _fingerprint(family: str, size: str, seed: int, plan: PretrainPlan, words: list[str]) -> str:
+    payload = json.dumps(
+        {
+            "zoo_version": ZOO_VERSION,
+            "family": family,
+            "size": size,
+            "seed": int(seed),
+            "plan": asdict(plan),
+            "words": words,
+        },
+        sort_keys=True,
+        default=list,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The zoo manifest of a model folder (None when absent or unreadable)."""
+    try:
+        return json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _is_current(path: Path, fingerprint: str) -> bool:
+    manifest = read_manifest(path)
+    return manifest is not None and manifest.get("fingerprint") == fingerprint
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - non-POSIX: the atomic rename alone keeps it safe
+            yield
+            return
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _quiet_progress_bars() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _check_family(family: str) -> None:
+    from mmguard_core.models.registry import FAMILIES
+    from mmguard_core.models.tiny import BUILDERS
+
+    if family not in FAMILIES or family not in BUILDERS:
+        known = sorted(set(FAMILIES) & set(BUILDERS))
+        raise ValueError(f"zoo: unknown family {family!r}; known: {', '.join(known)}")
+
+
+def _build_one(
+    family: str,
+    size: str,
+    seed: int,
+    plan: PretrainPlan,
+    target: Path,
+    fingerprint: str,
+    words: list[str],
+    progress: Callable[[float], None] | None,
+) -> None:
+    from mmguard_core.models.tiny import build_tiny
+    from mmguard_core.models.tokenizer import build_word_tokenizer
+
+    started = time.perf_counter()
+    tokenizer = build_word_tokenizer(words)
+    adapter = build_tiny(family, tokenizer, size=size, seed=seed)
+    history: list[float] = []
+    done = 0
+    for index, stage in enumerate(plan.stages):
+        images, prompts = pretraining_corpus(plan, seed, stage=index)
+
+        def report(step: int, _total: int, _loss: float, _done: int = done) -> None:
+            if progress is not None:
+                progress(0.9 * (_done + step) / max(1, plan.steps))
+
+        history += finetune(
+            adapter,
+            images,
+            prompts,
+            steps=stage.steps,
+            lr=stage.lr,
+            batch_size=plan.batch_size,
+            seed=seed + index,
+            schedule=stage.schedule,
+            warmup_steps=stage.warmup_steps,
+            progress=report,
+        )
+        done += stage.steps
+    train_seconds = time.perf_counter() - started
+    accuracy = _evaluate(adapter, plan, seed)
+    if progress:
+        progress(0.97)
+    tmp = target.parent / f".tmp-{family}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with _quiet_progress_bars():
+            adapter.save_pretrained(tmp)
+        tail = history[-20:] if history else [float("nan")]
+        manifest = {
+            "family": family,
+            "size": size,
+            "seed": int(seed),
+            "zoo_version": ZOO_VERSION,
+            "fingerprint": fingerprint,
+            "plan": asdict(plan),
+            "vocab_size": len(tokenizer),
+            "parameters": int(sum(p.numel() for p in adapter.model.parameters())),
+            "final_loss": float(sum(tail) / len(tail)),
+            "train_seconds": round(train_seconds, 2),
+            "build_seconds": round(time.perf_counter() - started, 2),
+            "torch_threads": torch.get_num_threads(),
+            "accuracy": accuracy,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=list) + "\n", encoding="utf-8")
+        old = None
+        if target.exists():  # a stale model: move it aside, then swap the new one in
+            old = target.parent / f".old-{family}-{uuid.uuid4().hex[:8]}"
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_zoo(
+    cache_dir: str | os.PathLike[str] | None = None,
+    size: str = "small",
+    families: Sequence[str] | None = None,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    workers: int = 1,
+) -> dict[str, Path]:
+    """Make sure every zoo model of `families` (default ZOO_FAMILIES) exists for (size, seed) in the
+    cache, pretraining the missing or stale ones; return {family: model folder}.
+
+    `progress(message, fraction)` reports the overall fraction done in [0, 1]. Safe to call from
+    several processes at once (per-family lock + atomic rename). `workers` > 1 pretrains that many
+    families at once in spawned processes of one torch thread each (on 2 free cores, 2 workers
+    nearly halve the build time); 1 builds in this process at its current thread count."""
+    if size not in PLANS:
+        raise ValueError(f"zoo: unknown size {size!r}; use one of {', '.join(PLANS)}")
+    chosen = list(dict.fromkeys(families)) if families is not None else list(ZOO_FAMILIES)
+    for family in chosen:
+        _check_family(family)
+    plan = PLANS[size]
+    words = zoo_words()
+    targets = {family: zoo_path(family, size, seed, cache_dir) for family in chosen}
+    count = max(1, len(chosen))
+    missing = [f for f in chosen if not _is_current(targets[f], _fingerprint(f, size, seed, plan, words))]
+    if workers > 1 and len(missing) > 1:
+        _build_parallel(missing, cache_dir, size, seed, workers, progress, count, len(chosen) - len(missing))
+        return targets
+    for index, family in enumerate(chosen):
+        target = targets[family]
+        if family in missing:
+            fingerprint = _fingerprint(family, size, seed, plan, words)
+
+            def report(fraction: float, _i: int = index, _f: str = family) -> None:
+                if progress is not None:
+                    progress(f"zoo {size}-seed{seed}: pretraining {_f}", (_i + fraction) / count)
+
+            with _file_lock(target.parent / f".{family}.lock"):
+                if not _is_current(target, fingerprint):  # another process may have built it meanwhile
+                    report(0.0)
+                    _build_one(family, size, seed, plan, target, fingerprint, words, report)
+        if progress is not None:
+            progress(f"zoo {size}-seed{seed}: {family} ready", (index + 1) / count)
+    return targets
+
+
+def _build_family_process(family: str, cache_dir: str | None, size: str, seed: int) -> str:
+    torch.set_num_threads(1)
+    return str(build_zoo(cache_dir=cache_dir, size=size, families=[family], seed=seed)[family])
+
+
+def _build_parallel(
+    families: list[str],
+    cache_dir: str | os.PathLike[str] | None,
+    size: str,
+    seed: int,
+    workers: int,
+    progress: ProgressFn | None,
+    count: int,
+    done: int,
+) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("spawn")
+    folder = None if cache_dir is None else str(Path(cache_dir).expanduser())
+    with ProcessPoolExecutor(max_workers=min(workers, len(families)), mp_context=context) as pool:
+        futures = {pool.submit(_build_family_process, f, folder, size, seed): f for f in families}
+        if progress is not None:
+            progress(f"zoo {size}-seed{seed}: pretraining {', '.join(families)}", done / count)
+        for future in as_completed(futures):
+            future.result()
+            done += 1
+            if progress is not None:
+                progress(f"zoo {size}-seed{seed}: {futures[future]} ready", done / count)
+
+
+def load_zoo_model(
+    family: str,
+    size: str = "small",
+    seed: int = 0,
+    cache_dir: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+) -> LVLMAdapter:
+    """A pretrained zoo model (built first when missing or stale), in eval mode."""
+    from mmguard_core.models.registry import FAMILIES
+
+    path = build_zoo(cache_dir=cache_dir, size=size, families=[family], seed=seed)[family]
+    adapter = FAMILIES[family].from_pretrained(path, device=device, dtype=dtype)
+    adapter.model.eval()
+    return adapter

@@ -1,0 +1,79 @@
+"""Redelivery safety of the job claim (worker.runner.claim) on real Postgres rows."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from app import crud
+from app.core.db import session_scope
+from app.models import Dataset, Job, utcnow
+from worker.runner import Outcome, claim
+
+ME = "this-host-test:1"
+
+
+@pytest.fixture
+def new_job(migrated_pg: str, api_settings):  # noqa: ANN201
+    def make(**values) -> uuid.UUID:  # noqa: ANN003
+        with session_scope(migrated_pg) as session:
+            owner = crud.get_or_create_owner(session, "claims")
+            dataset = Dataset(owner_id=owner.id, name="d.zip", storage_key="datasets/x/source.zip",
+                              archive_format="zip", size_bytes=1, sample_count=1, layout="jsonl", kind="vqa")
+            session.add(dataset)
+            session.flush()
+            job = Job(owner_id=owner.id, dataset_id=dataset.id, config={}, **values)
+            session.add(job)
+            session.flush()
+            return job.id
+
+    return make
+
+
+def row(url: str, job_id: uuid.UUID) -> Job:
+    with session_scope(url) as session:
+        job = session.get(Job, job_id)
+        session.expunge(job)
+        return job
+
+
+def test_queued_job_is_claimed_once(new_job, api_settings) -> None:
+    job_id = new_job()
+    assert claim(job_id, api_settings, ME) is None
+    job = row(api_settings.sqlalchemy_url, job_id)
+    assert (job.status, job.worker_id, job.attempts) == ("running", ME, 1) and job.started_at
+    # a second delivery elsewhere while the claim is fresh does nothing
+    assert claim(job_id, api_settings, "other-host:2") is Outcome.BUSY
+    assert row(api_settings.sqlalchemy_url, job_id).attempts == 1
+
+
+@pytest.mark.parametrize("status", ["succeeded", "failed", "cancelled"])
+def test_finished_job_is_left_alone(new_job, api_settings, status: str) -> None:
+    job_id = new_job(status=status, finished_at=utcnow())
+    assert claim(job_id, api_settings, ME) is Outcome.DONE
+    job = row(api_settings.sqlalchemy_url, job_id)
+    assert job.status == status and job.attempts == 0
+
+
+def test_stale_claim_is_taken_over(new_job, api_settings) -> None:
+    old = utcnow() - timedelta(seconds=api_settings.stale_after_seconds + 1)
+    job_id = new_job(status="running", worker_id="gone-host:7", heartbeat_at=old, attempts=1, started_at=old)
+    assert claim(job_id, api_settings, ME) is None
+    job = row(api_settings.sqlalchemy_url, job_id)
+    assert (job.status, job.worker_id, job.attempts, job.started_at) == ("running", ME, 2, old)
+
+
+def test_stale_claim_with_cancel_request_ends_cancelled(new_job, api_settings) -> None:
+    old = utcnow() - timedelta(hours=1)
+    job_id = new_job(status="running", worker_id="gone-host:7", heartbeat_at=old, attempts=1, cancel_requested=True)
+    assert claim(job_id, api_settings, ME) is Outcome.DONE
+    assert row(api_settings.sqlalchemy_url, job_id).status == "cancelled"
+
+
+def test_missing_and_malformed_ids(api_settings) -> None:
+    from worker.runner import execute
+
+    assert claim(uuid.uuid4(), api_settings, ME) is Outcome.MISSING
+    assert execute("not-a-uuid", api_settings) is Outcome.MISSING
