@@ -48,6 +48,13 @@ def majority_rate(answers: list[str]) -> float:
 
 
 def protection_score(acc_protected: float, acc_clean: float, floor: float) -> float | None:
+    """Capped at 1: a protected-trained victim scoring below the floor is no more than fully protected
+    (the uncapped value is kept in each run as `protection_raw`)."""
+    raw = raw_protection(acc_protected, acc_clean, floor)
+    return None if raw is None else min(1.0, raw)
+
+
+def raw_protection(acc_protected: float, acc_clean: float, floor: float) -> float | None:
     if acc_clean - floor <= 1e-9:
         return None  # the victim did not learn the task from clean data either: no verdict
     return 1.0 - (acc_protected - floor) / (acc_clean - floor)
@@ -101,7 +108,8 @@ def evaluate_protection(clean_train: Dataset, protected_train: Dataset, test: Da
         acc_clean = finetune_and_score(victim, clean_train, test_images, test_prompts, recipe, seed, zoo_size)
         acc_prot = finetune_and_score(victim, protected_train, test_images, test_prompts, recipe, seed, zoo_size)
         runs.append({"seed": seed, "acc_clean": acc_clean, "acc_protected": acc_prot,
-                     "protection": protection_score(acc_prot, acc_clean, floor)})
+                     "protection": protection_score(acc_prot, acc_clean, floor),
+                     "protection_raw": raw_protection(acc_prot, acc_clean, floor)})
     scores = [r["protection"] for r in runs if r["protection"] is not None]
     return {
         "victim": victim,

@@ -9,8 +9,8 @@ from mmguard_core.engine.ensemble import Surrogate
 from mmguard_core.engine.grouping import Grouping, choose_structure
 from mmguard_core.engine.protect import (
     ProtectionCancelled,
-    SharedState,
     ShardInput,
+    SharedState,
     learn_shared,
     protect_shard,
 )

@@ -139,6 +139,15 @@ def build_corpus(root: Path) -> list[Case]:
     add("total-bytes", _zip(root / "total.zip", [("x.bin", os.urandom(5000))]), "total.zip", "max_total_bytes",
         IngestLimits(max_total_bytes=4000))
 
+    latin = root / "latin-name.tar"
+    with tarfile.open(latin, "w", format=tarfile.GNU_FORMAT, encoding="utf-8", errors="surrogateescape") as tf:
+        member = tarfile.TarInfo(b"caf\xe9.png".decode("utf-8", "surrogateescape"))
+        member.size = 1
+        tf.addfile(member, io.BytesIO(b"x"))
+    add("tar-non-utf8-name", latin, "latin-name.tar", "name is not valid UTF-8")
+    add("case-clash", _zip(root / "case.zip", [("data.jsonl", _jsonl([OK_ROW])), ("ok.png", ok_png), ("OK.png", ok_png)]),
+        "ok.png", "differs from 'OK.png' only in upper/lower case")
+
     # -- JSONL contents
     def jsonl_zip(name: str, rows: list, files: dict[str, bytes]) -> Path:
         return _zip(root / name, [("data.jsonl", _jsonl(rows)), ("ok.png", ok_png), *files.items()])

@@ -3,7 +3,8 @@ writing of output archives.
 
 Extraction streams entry by entry (never the whole archive in memory) into a private
 folder (mode 0700) and refuses, naming the entry:
-  - absolute paths, drive letters, `..` components (zip-slip), control characters;
+  - absolute paths, drive letters, `..` components (zip-slip), control characters, names
+    that are not UTF-8;
   - symlinks, hard links, device files, FIFOs, sparse and encrypted entries;
   - duplicate or conflicting entries;
   - more entries, more uncompressed bytes, a larger archive or a higher compression
@@ -119,6 +120,8 @@ def safe_relative_parts(name: str) -> tuple[str, ...] | str:
     are dropped; an empty result means the archive root itself."""
     if any(ord(ch) < 32 or ch == "\x7f" for ch in name):
         return "name contains a control character"
+    if any("\ud800" <= ch <= "\udfff" for ch in name):  # tar names that were not UTF-8 (surrogateescape)
+        return "name is not valid UTF-8"
     text = name.replace("\\", "/")
     if text.startswith("/"):
         return "absolute path"

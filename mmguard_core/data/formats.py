@@ -362,18 +362,26 @@ def _check_images(
     return bad, problems
 
 
-def _unreferenced_images(dataset: Dataset, container: Path) -> list[Problem]:
-    """Image files in the upload that no sample (good or bad) uses: copied to the output as they are,
-    so unprotected. Formats that keep images inside their own files have none."""
-    if dataset.scratch_dir is not None:
-        return []
+def _scan_tree(dataset: Dataset, container: Path) -> list[Problem]:
+    """Walk the upload once: a DatasetError when two file names differ only in case (they would
+    collide in a zip or on a case-insensitive disk), else the warnings - image files that no sample
+    (good or bad) uses, copied to the output as they are, so unprotected (formats that keep images
+    inside their own files have none)."""
     used = {_container_rel(dataset, container, s.image_path) for s in dataset.samples}
     annotation = _annotation_rel(dataset, container, dataset.annotation_file)
+    check_unused = dataset.scratch_dir is None
     found: list[Problem] = []
+    seen: dict[str, str] = {}
+    clashes: list[Problem] = []
     extra = 0
     try:
         for _, rel in iter_tree(container):
-            if not rel.lower().endswith(UNREFERENCED_EXTENSIONS) or rel in used:
+            folded = rel.casefold()
+            if folded in seen and len(clashes) < MAX_LISTED_WARNINGS:
+                clashes.append(Problem(rel, None, f"differs from {seen[folded]!r} only in upper/lower case; rename one "
+                                                  "(the two would collide in the output)"))
+            seen.setdefault(folded, rel)
+            if not check_unused or not rel.lower().endswith(UNREFERENCED_EXTENSIONS) or rel in used:
                 continue
             if len(found) < MAX_LISTED_WARNINGS:
                 found.append(Problem(rel, None, f"image file not used by any sample of {annotation}: "
@@ -382,6 +390,8 @@ def _unreferenced_images(dataset: Dataset, container: Path) -> list[Problem]:
                 extra += 1
     except OSError:
         return found
+    if clashes:
+        raise DatasetError(clashes, summary=None if len(clashes) == 1 else f"{len(clashes)} file names clash")
     if extra:
         found.append(Problem("", None, f"... and {extra} more image file(s) not used by any sample"))
     return found
@@ -471,7 +481,12 @@ def _read(
     bad, image_problems = _check_images(dataset, container, limits, decode, source.temp is not None)
     n_bad = len(problems) + len(bad)
     problems = sorted([*problems, *image_problems], key=_sort_key)
-    dataset.warnings = _unreferenced_images(dataset, container)
+    try:
+        dataset.warnings = _scan_tree(dataset, container)
+    except DatasetError:
+        if dataset.scratch_dir is not None:
+            shutil.rmtree(dataset.scratch_dir, ignore_errors=True)
+        raise
     dataset.samples = [s for i, s in enumerate(dataset.samples) if i not in bad]
     for index, sample in enumerate(dataset.samples):
         sample.index = index

@@ -153,7 +153,10 @@ def read(container: Path, detection: Detection, limits: IngestLimits, scratch: P
         if size > limits.max_archive_bytes:
             raise ArchiveError(Problem(rel, None, f"file is {size} bytes, over the limit of {limits.max_archive_bytes} (max_archive_bytes)"))
         pf = _open(path, rel)
-        meta = pf.metadata
+        try:
+            meta, schema = pf.metadata, pf.schema_arrow
+        except Exception as exc:  # noqa: BLE001 - pyarrow's errors on a corrupt footer or schema
+            raise DatasetError(Problem(rel, None, f"not a readable parquet file ({exc})")) from exc
         totals["rows"] += meta.num_rows
         if totals["rows"] > limits.max_entries:
             raise ArchiveError(Problem(rel, None, f"more than {limits.max_entries} rows in the parquet files (limit max_entries)"))
@@ -161,7 +164,6 @@ def read(container: Path, detection: Detection, limits: IngestLimits, scratch: P
         if declared > limits.max_total_bytes:
             raise ArchiveError(Problem(rel, None, f"declares {declared} uncompressed bytes, over the limit of "
                                                   f"{limits.max_total_bytes} (max_total_bytes)"))
-        schema = pf.schema_arrow
         image = image_column(schema, detection.field("image"))
         if image is None:
             wanted = detection.field("image") or "an Image feature, a {bytes, path} struct or a binary " + "/".join(IMAGE_COLUMNS)
