@@ -78,14 +78,12 @@ def _serve(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     apply_data_dir(args)
     from app.core.config import get_settings
+    from app.embedded import worker_argv
 
     settings = get_settings()
     prepare_database(settings, migrate_always=False)
-    from app.embedded import worker_argv
-    from worker import app as celery_app
-
-    celery_app.worker_main(worker_argv(settings, args.log_level, args.concurrency)[5:])
-    return 0
+    # `celery -A worker worker` in a fresh interpreter: the worker parent must never hold torch
+    return _exec_clean(worker_argv(settings, args.log_level, args.concurrency)[1:])
 
 
 # -- admin -------------------------------------------------------------------------------------

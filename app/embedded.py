@@ -48,13 +48,19 @@ def _die_with_parent() -> None:
 
 
 def start_worker_child(settings: Settings, log_level: str = "INFO") -> subprocess.Popen[bytes]:
+    """The Celery worker in its own process group: a signal meant for `serve` (Ctrl-C in a terminal,
+    a group kill) must not reach Celery's pool children behind their parent's back; `serve` stops
+    the worker itself, and the kernel sends it SIGTERM should `serve` die without doing so."""
     env = dict(os.environ, MMGUARD_DATA_DIR=str(settings.data_dir.resolve()))
-    return subprocess.Popen(worker_argv(settings, log_level), env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509
+    return subprocess.Popen(  # noqa: PLW1509 - preexec_fn only calls prctl
+        worker_argv(settings, log_level), env=env, start_new_session=True, preexec_fn=_die_with_parent
+    )
 
 
 def stop_worker_child(child: subprocess.Popen[bytes]) -> None:
-    """Warm stop, then cold, then kill; a job cut short is re-queued on the next start."""
-    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGQUIT, 5), (signal.SIGKILL, 5)):
+    """Warm stop, then cold, then kill the worker's whole group; a job cut short is re-queued on the
+    next start."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGQUIT, 5)):
         if child.poll() is not None:
             return
         child.send_signal(sig)
@@ -63,3 +69,8 @@ def stop_worker_child(child: subprocess.Popen[bytes]) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    child.wait(5)

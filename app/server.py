@@ -4,6 +4,7 @@ never holds torch, whatever the `mmguard` entry point loaded for its other subco
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from app.cli import add_serve_arguments, apply_data_dir, prepare_database
@@ -18,6 +19,9 @@ def serve(args: argparse.Namespace) -> int:
     from app.main import create_app
     from app.recovery import requeue_orphans
 
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so the
+    # `finally` below still stops the worker child
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     settings = get_settings()
     settings.ensure_dirs()
     prepare_database(settings, migrate_always=not args.no_migrate)

@@ -95,20 +95,19 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_protect(args: argparse.Namespace) -> int:
-    from mmguard_core.data.errors import DatasetError
-
     try:
         config = config_from_args(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from mmguard_core.models.registry import ModelLoadError
     from mmguard_core.pipeline import run_protection
 
     bar = ProgressBar(quiet=args.quiet)
     try:
-        report = run_protection(args.input, args.output, config, progress=bar, skip_bad=args.skip_bad)
-    except (DatasetError, ConfigError, ModelLoadError, FileNotFoundError, FileExistsError) as exc:
+        fields = dict(item.split("=", 1) for item in args.field or [] if "=" in item)
+        report = run_protection(args.input, args.output, config, progress=bar, skip_bad=args.skip_bad,
+                                format=args.format, fields=fields or None)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:  # DatasetError, ConfigError, ModelLoadError
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -170,6 +169,10 @@ def register(subparsers) -> None:
                          help="output folder, or a .zip / .tar path to write an archive")
     protect.add_argument("--report", type=Path, help="write the JSON report here")
     protect.add_argument("--skip-bad", action="store_true", help="drop bad samples instead of refusing the dataset")
+    protect.add_argument("--format", help="input format, when auto-detection is ambiguous: "
+                         "jsonl, csv, llava, coco, webdataset, parquet")
+    protect.add_argument("--field", action="append", metavar="ROLE=NAME",
+                         help="field/column name for a role (image, question, answer, caption), e.g. answer=label")
     protect.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_config_arguments(protect)
     protect.set_defaults(func=cmd_protect)
@@ -184,6 +187,28 @@ def register(subparsers) -> None:
     build.add_argument("-q", "--quiet", action="store_true")
     build.set_defaults(func=cmd_zoo_build)
 
-    from mmguard_core.evaluate import register as register_evaluate
-
     register_evaluate(subparsers)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mmguard_core.evaluate import cmd_evaluate as run
+
+    return run(args)
+
+
+def register_evaluate(subparsers) -> None:
+    parser = subparsers.add_parser("evaluate", help="fine-tune a victim on clean vs protected data and compare")
+    parser.add_argument("--clean-train", type=Path, required=True)
+    parser.add_argument("--protected-train", type=Path, required=True)
+    parser.add_argument("--test", type=Path, required=True, help="clean test split")
+    parser.add_argument("--victim", default="zoo:llava", help="zoo:FAMILY[@SEED] or FAMILY:PATH")
+    parser.add_argument("--zoo-size", choices=["test", "small"], default="small")
+    parser.add_argument("--recipe", choices=["full", "lora"], default="full")
+    parser.add_argument("--freeze-vision", action="store_true")
+    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, action="append", help="repeat for several seeds")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("-o", "--output", type=Path, help="write the JSON result here")
+    parser.set_defaults(func=cmd_evaluate)

@@ -153,21 +153,3 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     spread = result["protection_std"]
     print(f"protection {'n/a' if mean is None else f'{mean:.3f} ± {spread:.3f}'}")
     return 0
-
-
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("evaluate", help="fine-tune a victim on clean vs protected data and compare")
-    parser.add_argument("--clean-train", type=Path, required=True)
-    parser.add_argument("--protected-train", type=Path, required=True)
-    parser.add_argument("--test", type=Path, required=True, help="clean test split")
-    parser.add_argument("--victim", default="zoo:llava", help="zoo:FAMILY[@SEED] or FAMILY:PATH")
-    parser.add_argument("--zoo-size", choices=["test", "small"], default="small")
-    parser.add_argument("--recipe", choices=["full", "lora"], default="full")
-    parser.add_argument("--freeze-vision", action="store_true")
-    parser.add_argument("--epochs", type=float, default=3.0)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seed", type=int, action="append", help="repeat for several seeds")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("-o", "--output", type=Path, help="write the JSON result here")
-    parser.set_defaults(func=cmd_evaluate)

@@ -65,17 +65,23 @@ def run_protection(
     should_stop: Callable[[], bool] | None = None,
     work_dir: str | Path | None = None,
     skip_bad: bool = False,
+    format: str | None = None,
+    fields: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Protect the dataset at `input_path` (folder, .zip or .tar) into `output_path`; return the report.
 
     Raises DatasetError / ConfigError for bad input and ProtectionCancelled when should_stop() turns
     True (nothing is written then)."""
     config.validate()
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="mmguard-") as scratch:
         if progress:
             progress(0, 1, "reading dataset")
-        with load_dataset(input_path, work_dir=scratch, skip_bad=skip_bad) as dataset:
+        with load_dataset(input_path, work_dir=scratch, skip_bad=skip_bad, format=format, fields=fields) as dataset:
             report = protect_loaded(dataset, output_path, config, progress=progress, should_stop=should_stop)
+            report["dataset"]["warnings"] = list(getattr(dataset, "warnings", []) or [])
+            report["dataset"]["skipped"] = [str(p) for p in dataset.problems]
     report["input"] = str(input_path)
     report["output"] = str(output_path)
     return report

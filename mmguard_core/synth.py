@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 __all__ = [
+    "SYNTH_VERSION",
     "TASKS",
     "VQA_TASKS",
     "COLORS",
@@ -55,6 +56,10 @@ __all__ = [
     "vocabulary",
     "write_dataset",
 ]
+
+# bumped whenever the same (task, seed, i, size, contrast) would render differently (the zoo cache
+# fingerprint includes it, so pretrained zoo models are rebuilt on new data)
+SYNTH_VERSION = 1
 
 # saturated RGB in [0, 1]; contrast blends them towards the background grey
 COLORS: dict[str, tuple[float, float, float]] = {
@@ -277,32 +282,53 @@ def _shape_mask(shape: str, yy: np.ndarray, xx: np.ndarray, cx: float, cy: float
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def _background(
-    texture: str, h: int, w: int, grey: float, amplitude: float, rng: np.random.Generator
-) -> np.ndarray:
-    yy, xx = _grid(h, w)
-    base = np.full((h, w), grey, dtype=np.float32)
-    if texture == "plain":
-        return base
+_PATTERN_CACHE: dict[tuple[int, int, str, int, int], np.ndarray] = {}
+
+
+def _pattern(texture: str, h: int, w: int, variant: int, phase: int) -> np.ndarray:
+    """(h, w) float32 texture in {-1, +1} (cached); `variant` 0/1 = horizontal/vertical stripes."""
+    key = (h, w, texture, variant, phase)
+    cached = _PATTERN_CACHE.get(key)
+    if cached is not None:
+        return cached
     period = max(4, int(round(min(h, w) / 8)))
-    phase = int(rng.integers(0, period))
+    iy, ix = np.mgrid[0:h, 0:w]
     if texture == "striped":
-        coord = yy if rng.random() < 0.5 else xx
-        pattern = ((np.floor(coord) + phase) // (period / 2)) % 2
+        coord = iy if variant == 0 else ix
+        pattern = ((coord + phase) // (period // 2)) % 2
     elif texture == "checkered":
-        pattern = (((np.floor(yy) + phase) // (period / 2)) + ((np.floor(xx) + phase) // (period / 2))) % 2
+        pattern = (((iy + phase) // (period // 2)) + ((ix + phase) // (period // 2))) % 2
     elif texture == "dotted":
-        dy = (np.floor(yy) + phase) % period - (period - 1) / 2
-        dx = (np.floor(xx) + phase) % period - (period - 1) / 2
-        pattern = (dy * dy + dx * dx <= (period / 4) ** 2 + 0.26).astype(np.float32)
+        dy = (iy + phase) % period - (period - 1) / 2
+        dx = (ix + phase) % period - (period - 1) / 2
+        pattern = (dy * dy + dx * dx <= (period / 4) ** 2 + 0.26).astype(np.int64)
     else:
         raise ValueError(f"unknown texture {texture!r}")
-    return base + amplitude * (pattern.astype(np.float32) - 0.5) * 2.0
+    out = (pattern.astype(np.float32) - 0.5) * 2.0
+    out.setflags(write=False)
+    _PATTERN_CACHE[key] = out
+    return out
+
+
+def _background(
+    texture: str, h: int, w: int, grey: float, amplitude: float, u1: float, u2: float
+) -> np.ndarray:
+    """Grey background plus the texture at `amplitude`; u1, u2 in [0, 1) choose phase and orientation."""
+    if texture == "plain":
+        return np.full((h, w), grey, dtype=np.float32)
+    period = max(4, int(round(min(h, w) / 8)))
+    phase = int(u1 * period)
+    variant = int(u2 * 2) if texture == "striped" else 0
+    return grey + amplitude * _pattern(texture, h, w, variant, phase)
 
 
 def _check_task(task: str) -> None:
     if task not in TASKS:
         raise ValueError(f"task: unknown {task!r}; choose one of {', '.join(TASKS)}")
+
+
+_COLOR_NAMES: tuple[str, ...] = tuple(COLORS)
+_COLOR_RGB: dict[str, np.ndarray] = {k: np.asarray(v, dtype=np.float32) for k, v in COLORS.items()}
 
 
 def _render_one(
@@ -312,58 +338,59 @@ def _render_one(
     w: int,
     contrast: float,
 ) -> SynthSample:
-    if task == "mixed":
-        sub = VQA_TASKS[int(rng.integers(0, len(VQA_TASKS)))]
-    else:
-        sub = task
-    color = list(COLORS)[int(rng.integers(0, len(COLORS)))]
-    shape = SHAPES[int(rng.integers(0, len(SHAPES)))]
-    texture = TEXTURES[int(rng.integers(0, len(TEXTURES)))]
+    # every random choice comes from one vector of uniforms (one generator call per sample: fast)
+    u = rng.random(40)
+
+    def pick(k: int, options: Sequence[Any]) -> Any:
+        return options[min(int(u[k] * len(options)), len(options) - 1)]
+
+    def between(k: int, low: float, high: float) -> float:
+        return low + (high - low) * float(u[k])
+
+    sub = pick(0, VQA_TASKS) if task == "mixed" else task
+    color = pick(1, _COLOR_NAMES)
+    shape = pick(2, SHAPES)
+    texture = pick(3, TEXTURES)
     # the count task (and a share of captions) shows several objects; other tasks show one
     if sub == "count":
-        count = int(rng.integers(1, len(COUNTS) + 1))
+        count = pick(4, (1, 2, 3, 4))
     elif sub == "caption":
-        count = 1 if rng.random() < 0.6 else int(rng.integers(2, len(COUNTS) + 1))
+        count = 1 if u[4] < 0.6 else pick(5, (2, 3, 4))
     else:
         count = 1
-    position = POSITIONS[int(rng.integers(0, len(POSITIONS)))] if count == 1 else None
+    position = pick(6, POSITIONS) if count == 1 else None
 
-    grey = float(rng.uniform(0.38, 0.62))
-    amplitude = 0.22 * contrast * float(rng.uniform(0.8, 1.0))
-    canvas = _background(texture, h, w, grey, amplitude, rng)
+    grey = between(7, 0.38, 0.62)
+    amplitude = 0.22 * contrast * between(8, 0.8, 1.0)
+    canvas = _background(texture, h, w, grey, amplitude, float(u[9]), float(u[10]))
     img = np.repeat(canvas[:, :, None], 3, axis=2)
     yy, xx = _grid(h, w)
     side = min(h, w)
 
     def paint(shape_name: str, color_name: str, cx: float, cy: float, r: float) -> None:
-        rgb = np.asarray(COLORS[color_name], dtype=np.float32)
-        mix = grey + contrast * (rgb - grey)
-        mask = _shape_mask(shape_name, yy, xx, cx, cy, r)
-        img[mask] = mix
+        mix = grey + contrast * (_COLOR_RGB[color_name] - grey)
+        img[_shape_mask(shape_name, yy, xx, cx, cy, r)] = mix
 
     if count == 1:
         fx, fy = _POSITION_CENTERS[position]  # type: ignore[index]
-        jitter = 0.05
-        cx = (fx + rng.uniform(-jitter, jitter)) * w
-        cy = (fy + rng.uniform(-jitter, jitter)) * h
-        r = side * float(rng.uniform(0.16, 0.21))
-        paint(shape, color, cx, cy, r)
+        cx = (fx + between(11, -0.05, 0.05)) * w
+        cy = (fy + between(12, -0.05, 0.05)) * h
+        paint(shape, color, cx, cy, side * between(13, 0.16, 0.21))
         colors_drawn = [color]
         shapes_drawn = [shape]
     else:
         # distinct cells of a 3x3 grid, each object a random colour; all objects share the shape
-        cells = rng.permutation(9)[:count]
-        colors_drawn = [color] + [list(COLORS)[int(rng.integers(0, len(COLORS)))] for _ in range(count - 1)]
+        cells = np.argsort(u[14:23], kind="stable")[:count]
+        colors_drawn = [color] + [pick(23 + k, _COLOR_NAMES) for k in range(count - 1)]
         shapes_drawn = [shape] * count
         for k, cell in enumerate(cells):
             gy, gx = divmod(int(cell), 3)
-            cx = (gx + 0.5 + rng.uniform(-0.1, 0.1)) * w / 3
-            cy = (gy + 0.5 + rng.uniform(-0.1, 0.1)) * h / 3
-            r = side * float(rng.uniform(0.10, 0.13))
-            paint(shape, colors_drawn[k], cx, cy, r)
+            cx = (gx + 0.5 + between(26 + k, -0.1, 0.1)) * w / 3
+            cy = (gy + 0.5 + between(30 + k, -0.1, 0.1)) * h / 3
+            paint(shape, colors_drawn[k], cx, cy, side * between(34 + k, 0.10, 0.13))
 
     pixels = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-    image = Image.fromarray(pixels, mode="RGB")
+    image = Image.fromarray(pixels)
     attributes: dict[str, Any] = {
         "color": color,
         "colors": colors_drawn,
@@ -376,7 +403,7 @@ def _render_one(
     }
     if sub == "caption":
         if count == 1:
-            template = _CAPTION_TEMPLATES_ONE[int(rng.integers(0, len(_CAPTION_TEMPLATES_ONE)))]
+            template = pick(38, _CAPTION_TEMPLATES_ONE)
             caption = template.format(
                 color=color,
                 shape=shape,
@@ -385,11 +412,11 @@ def _render_one(
                 where_short=_WHERE_SHORT[position],  # type: ignore[index]
             )
         else:
-            template = _CAPTION_TEMPLATES_MANY[int(rng.integers(0, len(_CAPTION_TEMPLATES_MANY)))]
+            template = pick(38, _CAPTION_TEMPLATES_MANY)
             caption = template.format(count=COUNTS[count - 1], shapes=SHAPE_PLURALS[shape], texture=texture)
         return SynthSample(image=image, question=None, answer=caption, task="caption", attributes=attributes)
     templates = QUESTION_TEMPLATES[sub]
-    question = templates[int(rng.integers(0, len(templates)))]
+    question = pick(39, templates)
     answer = {
         "color": color,
         "shape": shape,

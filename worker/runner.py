@@ -96,6 +96,7 @@ class JobRun:
         self.lost = threading.Event()
         self._done = threading.Event()
         self._progress: tuple[int, int, str] | None = None
+        self._reporter: threading.Thread | None = None
 
     # -- row updates guarded by our claim ------------------------------------------------------
     def _update(self, **values: Any) -> bool:
@@ -154,18 +155,24 @@ class JobRun:
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> Outcome:
-        beat = threading.Thread(target=self._reporter_loop, name=f"reporter-{self.job_id}", daemon=True)
-        beat.start()
+        self._reporter = threading.Thread(target=self._reporter_loop, name=f"reporter-{self.job_id}", daemon=True)
+        self._reporter.start()
         self.settings.scratch_root.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f"job-{self.job_id}-", dir=self.settings.scratch_root))
         try:
             return self._run(work)
         finally:
-            self._done.set()
-            beat.join(timeout=10)
+            self._stop_reporter()
             shutil.rmtree(work, ignore_errors=True)
 
+    def _stop_reporter(self) -> None:
+        """Before the final write: no progress write may land after it."""
+        self._done.set()
+        if self._reporter is not None and self._reporter is not threading.current_thread():
+            self._reporter.join(timeout=30)
+
     def _run(self, work: Path) -> Outcome:
+        t_start = time.perf_counter()
         from mmguard_core.config import ConfigError
         from mmguard_core.data import DatasetError
 
@@ -193,11 +200,13 @@ class JobRun:
         self._private_paths = [str(work), str(self.settings.storage_root)]
         try:
             with self.storage.local_path(source_key) as source:
+                t_engine = time.perf_counter()
                 report = run_protection(
                     source, output, config, progress=self.progress, should_stop=self.should_stop,
                     work_dir=work / "engine",
                 )
         except ProtectionCancelled:
+            self._stop_reporter()
             if self.lost.is_set():
                 return Outcome.LOST
             self._update(status="cancelled", finished_at=utcnow(), progress_stage="cancelled", worker_id=None)
@@ -214,12 +223,15 @@ class JobRun:
 
         archive_key = f"jobs/{self.job_id}/protected.zip"
         report_key = f"jobs/{self.job_id}/report.json"
+        t_store = time.perf_counter()
         archive_size = self.storage.put_file(archive_key, output, move=True)
         with self.storage.writer(report_key) as handle:
             handle.write(json.dumps(public_report(report), default=str, allow_nan=False).encode("utf-8"))
+        self._stop_reporter()
         with session_scope(self.url) as session:
             job = session.get(Job, self.job_id)
-            total = job.progress_total if job else 0
+            row_total = job.progress_total if job else 0
+        total = self._progress[1] if self._progress else row_total
         ok = self._update(
             status="succeeded",
             finished_at=utcnow(),
@@ -228,11 +240,16 @@ class JobRun:
             report_key=report_key,
             progress_stage="done",
             progress_done=total,
+            progress_total=total,
             worker_id=None,
         )
+        t_end = time.perf_counter()
+        log.info("job %s: prepare %.2fs, engine %.2fs, store and record %.2fs", self.job_id,
+                 t_engine - t_start, t_store - t_engine, t_end - t_store)
         return Outcome.SUCCEEDED if ok else Outcome.LOST
 
     def _finish_failed(self, message: str) -> Outcome:
+        self._stop_reporter()
         for private in getattr(self, "_private_paths", []):  # no server paths in messages owners read
             message = message.replace(private, "<server>")
         if len(message) > MAX_ERROR_CHARS:

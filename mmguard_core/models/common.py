@@ -411,6 +411,9 @@ class HFAdapter(LVLMAdapter):
                 f"{cls.family}:{path}: checkpoint is a {config.model_type!r} model, expected one of {cls.model_types}"
             )
         torch_dtype = resolve_dtype(dtype)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a per-load bar on every surrogate and victim floods logs
         try:
             model = cls.model_class.from_pretrained(
                 folder, local_files_only=True, dtype=torch_dtype, attn_implementation="eager"

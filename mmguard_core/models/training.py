@@ -210,7 +210,7 @@ def finetune(
             for step, batch in enumerate(_batch_indices(n, batch_size, total, shuffle)):
                 if should_stop is not None and should_stop():
                     break
-                batch_images = [images[i].to(device) for i in batch]
+                batch_images = [images[i].detach().to(device) for i in batch]
                 if augment is not None:
                     batch_images = _call_augment(augment, batch_images, aug_gen)
                 batch_prompts = [prompts[i] for i in batch]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ def download(base: str, key: str, job_id: str, target: Path) -> Path:
         with open(target, "wb") as out:
             for chunk in response.iter_bytes():
                 out.write(chunk)
-    assert target.stat().st_size == declared
+    assert target.stat().st_size == declared, (target.stat().st_size, declared)
     return target
 
 
@@ -60,15 +61,15 @@ def check_protected(original_zip: Path, protected_zip: Path, epsilon: float) -> 
     """Images within epsilon of the originals (and changed), triggers in the questions, answers unchanged."""
     before, images_before = read_zip_dataset(original_zip.read_bytes())
     after, images_after = read_zip_dataset(protected_zip.read_bytes())
-    assert len(after) == len(before)
+    assert len(after) == len(before), (len(after), len(before))
     bound = math.ceil(epsilon * 255 - 1e-9)
     changed = 0
     for old, new in zip(before, after, strict=True):
-        assert new["answer"] == old["answer"]
+        assert new["answer"] == old["answer"], (old, new)
         assert new["question"] != old["question"] and old["question"] in new["question"], (old, new)
         a, b = images_before[old["image"]], images_after[new["image"]]
-        assert a.shape == b.shape
-        assert int(abs(a - b).max()) <= bound
+        assert a.shape == b.shape, (old["image"], a.shape, b.shape)
+        assert int(abs(a - b).max()) <= bound, (old["image"], int(abs(a - b).max()), bound)
         changed += int(abs(a - b).max() > 0)
     assert changed > 0, "no image was perturbed"
 
@@ -79,10 +80,9 @@ def check_report(base: str, key: str, job: dict[str, Any]) -> dict[str, Any]:
     body = response.json()
     assert body["job"]["id"] == job["id"] and body["job"]["status"] == "succeeded"
     report = body["report"]
-    assert report["config"] == job["config"]
-    assert report["dataset"]["samples"] == job["progress"]["total"] or report["dataset"]["samples"] > 0
-    assert len(report["images"]) == report["dataset"]["samples"]
-    assert report["summary"]["linf_max"] <= job["config"]["epsilon"] + 1e-6
+    assert report["config"] == job["config"], (report["config"], job["config"])
+    assert len(report["images"]) == report["dataset"]["samples"] > 0, report["dataset"]
+    assert report["summary"]["linf_max"] <= job["config"]["epsilon"] + 1e-6, report["summary"]
     assert "input" not in report and "output" not in report  # no server paths
     return report
 
@@ -98,8 +98,9 @@ def full_flow(base: str, key: str, archive: Path, config: dict[str, Any], tmp: P
     progress = [(s["progress"]["stage"], s["progress"]["done"], s["progress"]["total"]) for s in seen
                 if s["status"] == "running"]
     assert len(set(progress)) >= 3, f"progress did not move: {progress}"
-    assert job["started_at"] and job["finished_at"] and job["started_at"] <= job["finished_at"]
-    assert job["progress"]["done"] == job["progress"]["total"] and job["progress"]["stage"] == "done"
+    started, finished = (datetime.fromisoformat(job[k]) for k in ("started_at", "finished_at"))
+    assert datetime.fromisoformat(job["created_at"]) <= started <= finished, job
+    assert job["progress"]["done"] == job["progress"]["total"] and job["progress"]["stage"] == "done", job
     protected = download(base, key, job["id"], tmp / f"protected-{job['id']}.zip")
     check_protected(archive, protected, job["config"]["epsilon"])
     check_report(base, key, job)

@@ -92,6 +92,7 @@ class Proc:
 
     def __init__(self, argv: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> None:
         self.log = log
+        self.groups: set[int] = set()  # other process groups to clean up (e.g. serve's worker child)
         self._handle = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
             argv, env=env, cwd=cwd or REPO, stdout=self._handle, stderr=subprocess.STDOUT, start_new_session=True
@@ -103,16 +104,21 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        """Signal the process itself (as `docker stop` does), then kill whatever is left of its group."""
         if self.alive():
+            self.popen.send_signal(sig)
             try:
-                os.killpg(self.popen.pid, sig)
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(10)
-            except ProcessLookupError:
                 pass
+        for group in {self.popen.pid, *self.groups}:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.popen.poll() is None:
+            self.popen.wait(10)
         self._handle.close()
 
 

@@ -4,6 +4,7 @@ storage, a filesystem queue and a worker child running the same Celery task code
 from __future__ import annotations
 
 import re
+import signal
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -12,7 +13,7 @@ import httpx
 import pytest
 
 from .flow import full_flow
-from .helpers import TINY_CONFIG, VENV_BIN, Proc, free_port, pool_children, service_env, wait_for
+from .helpers import TINY_CONFIG, VENV_BIN, Proc, free_port, maps_torch, pool_children, service_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +38,13 @@ def embedded(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
     try:
         wait_for(up, 90, 0.2, "mmguard serve")
-        yield {"proc": proc, "base": base, "data_dir": data_dir, "env": env, "root": root}
+        workers = pool_children(proc.popen.pid)
+        proc.groups.update(workers)  # the worker child runs in its own process group
+        yield {"proc": proc, "base": base, "data_dir": data_dir, "env": env, "root": root, "workers": workers}
+        # `serve` stops its worker child itself on SIGTERM
+        proc.popen.send_signal(signal.SIGTERM)
+        proc.popen.wait(40)
+        assert workers and not any(Path(f"/proc/{pid}").exists() for pid in workers), proc.output()[-3000:]
     finally:
         proc.stop()
 
@@ -85,5 +92,20 @@ def test_restart_does_not_print_a_new_key(embedded: dict, tmp_path: Path) -> Non
         assert proc.alive(), out
         assert not re.search(r"^mmg_", out, re.M) and "see " in out and "local-api-key" in out
         assert not pool_children(proc.popen.pid)  # --no-worker
+    finally:
+        proc.stop()
+
+
+def test_mmguard_worker_command_keeps_torch_out_of_the_parent(embedded: dict) -> None:
+    """`mmguard worker` re-executes as `celery -A worker worker`: the parent never maps libtorch."""
+    proc = Proc([str(VENV_BIN / "mmguard"), "worker", "--data-dir", str(embedded["data_dir"])],
+                embedded["env"], embedded["root"] / "worker-cmd.log", cwd=embedded["root"])
+    try:
+        wait_for(lambda: " ready." in proc.output() or not proc.alive(), 120, 0.2, "mmguard worker")
+        assert proc.alive(), proc.output()[-3000:]
+        assert "celery" in Path(f"/proc/{proc.popen.pid}/cmdline").read_bytes().decode(errors="replace")
+        assert not maps_torch(proc.popen.pid)
+        wait_for(lambda: pool_children(proc.popen.pid) and all(maps_torch(c) for c in pool_children(proc.popen.pid)),
+                 120, 0.5, "the engine preloaded in the pool child")
     finally:
         proc.stop()
