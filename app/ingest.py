@@ -7,6 +7,7 @@ with UploadTooLarge (413).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ class ReceivedFile:
     filename: str
     size: int
     archive_format: str  # zip | tar
+    sha256: str = ""  # of the file's content, computed while streaming (Idempotency-Key identity)
 
 
 @dataclass
@@ -67,6 +69,7 @@ class _FileSink:
         self.found = False
         self.filename = ""
         self.too_large = False
+        self.digest = hashlib.sha256()
         self._part = _Part()
         self._writing = False
         self._field = b""
@@ -118,6 +121,7 @@ class _FileSink:
             return
         if len(self.head) < _SNIFF_BYTES:
             self.head += chunk[: _SNIFF_BYTES - len(self.head)]
+        self.digest.update(chunk)
         self.out.write(chunk)
 
     def on_part_end(self) -> None:
@@ -164,7 +168,7 @@ async def receive_upload(
         if sink.size == 0:
             raise UploadError("the uploaded file is empty")
         fmt = archive_format(sink.head)
-    return ReceivedFile(filename=sink.filename, size=sink.size, archive_format=fmt)
+    return ReceivedFile(filename=sink.filename, size=sink.size, archive_format=fmt, sha256=sink.digest.hexdigest())
 
 
 def validate_archive(path: Path, work_dir: Path, max_bytes: int) -> DatasetSummary:

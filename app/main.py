@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 
 from app.api import errors
@@ -12,6 +13,7 @@ from app.api.main import api_router
 from app.core.config import Settings, get_settings
 from app.core.db import session_factory
 from app.core.storage import make_storage
+from app.ui import UI_PATH, UiFiles
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -36,6 +38,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.state.storage = make_storage(settings.storage_root)
     errors.install(application)
     application.include_router(api_router, prefix=settings.api_prefix)
+    # the browser UI: static files calling the REST API above (app/ui/)
+    application.mount(UI_PATH, UiFiles(), name="ui")
+    application.add_api_route("/", lambda: RedirectResponse(f"{UI_PATH}/"), include_in_schema=False)
     return application
 
 

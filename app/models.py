@@ -83,7 +83,10 @@ class ApiKey(Base):
 
 class Dataset(Base):
     __tablename__ = "datasets"
-    __table_args__ = (Index("ix_datasets_owner_created", "owner_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_datasets_owner_created", "owner_id", "created_at"),
+        Index("uq_datasets_owner_idempotency", "owner_id", "idempotency_key", unique=True),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
@@ -95,6 +98,9 @@ class Dataset(Base):
     layout: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))  # vqa | caption
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Idempotency-Key of the upload that created it (unique per owner) and the content's SHA-256
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Job(Base):
@@ -105,6 +111,7 @@ class Job(Base):
         ),
         Index("ix_jobs_owner_status", "owner_id", "status"),
         Index("ix_jobs_owner_created", "owner_id", "created_at"),
+        Index("uq_jobs_owner_idempotency", "owner_id", "idempotency_key", unique=True),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -130,3 +137,50 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Idempotency-Key of the request that created it (unique per owner) and the request's SHA-256
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+# -- pipeline integration: webhooks (app/webhooks.py) ----------------------------------------------
+DELIVERY_STATUSES = ("pending", "succeeded", "failed")
+
+
+class WebhookEndpoint(Base):
+    """A URL an owner registered; job-end events are POSTed to it, signed with its secret."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    secret: Mapped[str] = mapped_column(String(100))  # whsec_<base64>; needed to sign, so stored as is
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint: the exact body sent, its attempts and their outcome."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("uq_webhook_deliveries_endpoint_msg", "endpoint_id", "msg_id", unique=True),
+        Index("ix_webhook_deliveries_endpoint_created", "endpoint_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
+    msg_id: Mapped[str] = mapped_column(String(64))  # webhook-id: the same on every attempt
+    event_type: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    payload: Mapped[str] = mapped_column(Text)  # the exact JSON body that is signed and sent
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | succeeded | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -46,6 +46,7 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                         help="override a config field, e.g. --set bph_weight=0.5")
     parser.add_argument("--zoo-size", default="small")
+    parser.add_argument("--zoo-dir", type=Path, help="use checkpoints saved under DIR/<family> instead of the zoo cache")
     parser.add_argument("--skip-fast-timing", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/protect_bench.json"))
     args = parser.parse_args()
@@ -54,8 +55,12 @@ def main() -> int:
     seeds = tuple(int(s) for s in args.seeds.split(","))
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
 
+    def spec(family: str) -> str:
+        return f"{family}:{args.zoo_dir / family}" if args.zoo_dir else f"zoo:{family}"
+
     t0 = time.perf_counter()
-    build_zoo(size=args.zoo_size, families=sorted(set(ensemble) | {args.heldout}))
+    if not args.zoo_dir:
+        build_zoo(size=args.zoo_size, families=sorted(set(ensemble) | {args.heldout}))
     print(f"zoo ready in {time.perf_counter() - t0:.0f} s (cache {os.environ.get('MMGUARD_CACHE_DIR', '~/.cache/mmguard')})")
     results = {"setup": vars(args) | {"out": str(args.out)}, "tasks": {}}
     recipe = VictimRecipe(epochs=args.epochs)
@@ -63,14 +68,14 @@ def main() -> int:
         scratch = Path(scratch)
         for task in args.tasks.split(","):
             train_dir, test_dir = write_task(scratch, task, args.train, args.test)
-            config = preset(args.preset, method=args.method, surrogates=[f"zoo:{f}" for f in ensemble],
+            config = preset(args.preset, method=args.method, surrogates=[spec(f) for f in ensemble],
                             zoo_size=args.zoo_size, **overrides)
             t0 = time.perf_counter()
             report = run_protection(train_dir, scratch / f"{task}-protected", config)
             protect_seconds = time.perf_counter() - t0
             clean, protected, test = (load_dataset(p, work_dir=scratch) for p in
                                       (train_dir, scratch / f"{task}-protected", test_dir))
-            victims = {"white-box": f"zoo:{ensemble[0]}", "black-box": f"zoo:{args.heldout}"}
+            victims = {"white-box": spec(ensemble[0]), "black-box": spec(args.heldout)}
             rows = {}
             for threat, victim in victims.items():
                 result = evaluate_protection(clean, protected, test, victim, recipe, seeds, args.zoo_size)
@@ -91,7 +96,7 @@ def main() -> int:
                                       "groups": report["groups"], "victims": rows}
         if not args.skip_fast_timing:
             train_dir, _ = write_task(scratch, "easy", 1000, 10)
-            config = preset("fast", surrogates=[f"zoo:{f}" for f in ensemble], zoo_size=args.zoo_size)
+            config = preset("fast", surrogates=[spec(f) for f in ensemble], zoo_size=args.zoo_size)
             t0 = time.perf_counter()
             run_protection(train_dir, scratch / "fast-protected", config)
             fast_seconds = time.perf_counter() - t0

@@ -56,7 +56,7 @@ class ProtectionConfig:
     step_size: float = 0.25  # PGD step as a fraction of epsilon
     eot_transforms: list[str] = field(default_factory=lambda: ["resize", "crop", "blur", "noise"])
     # text trigger
-    trigger_length: int = 2  # words; 0 turns the trigger off
+    trigger_length: int = 3  # words; 0 turns the trigger off (3 beat 2 in the probe: docs/method.md)
     trigger_placement: str = "instruction"  # caption data: instruction | caption_prefix | off
     trigger_position: str = "prefix"  # where inside the question the trigger goes
     trigger_candidates: int = 64  # candidate words scored per trigger slot

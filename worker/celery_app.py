@@ -14,7 +14,7 @@ from app.core.queue import make_celery
 log = logging.getLogger("mmguard.worker")
 
 settings = get_settings()
-app = make_celery(settings, include=["worker.tasks"])
+app = make_celery(settings, include=["worker.tasks", "worker.webhook_tasks"])
 
 
 @worker_process_init.connect

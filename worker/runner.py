@@ -291,4 +291,9 @@ def execute(job_id: str, settings: Settings) -> Outcome:
     refused = claim(job_uuid, settings, me)
     if refused is not None:
         return refused
-    return JobRun(job_uuid, settings, me).run()
+    outcome = JobRun(job_uuid, settings, me).run()
+    if outcome in (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED):
+        from app.webhooks import job_finished
+
+        job_finished(settings, job_uuid)  # never raises
+    return outcome

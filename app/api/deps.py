@@ -17,6 +17,13 @@ from app.models import Owner
 
 bearer = HTTPBearer(auto_error=False, description="An API key from `mmguard admin create-key`")
 
+# the browser UI keeps the key in this HttpOnly, SameSite=Strict cookie (app/api/routes/session.py);
+# a cookie-authenticated request that changes something must also carry CSRF_HEADER, which a page
+# on another site cannot add without a CORS preflight this API never grants
+SESSION_COOKIE = "mmguard_session"
+CSRF_HEADER = "X-Mmguard-Ui"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
@@ -43,12 +50,20 @@ def _unauthorized(detail: str) -> ApiError:
 
 
 def get_current_owner(
+    request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Owner:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    owner = crud.authenticate(session, credentials.credentials)
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if not cookie or request.headers.get("authorization"):
+            raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+        if request.method not in SAFE_METHODS and not request.headers.get(CSRF_HEADER):
+            raise ApiError(403, f"a request signed in by cookie must carry the {CSRF_HEADER} header")
+        key = cookie
+    else:
+        key = credentials.credentials
+    owner = crud.authenticate(session, key)
     if owner is None:
         raise _unauthorized("invalid or revoked API key")
     return owner

@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     models_dir: Path | None = None  # surrogate checkpoints users may name; unset = zoo only
     log_level: str = "INFO"
 
+    # pipeline integration (app/webhooks.py): targets in private/loopback/link-local ranges are refused
+    # unless named here (host names, IP addresses or CIDR networks; JSON list in the environment)
+    webhook_allow: list[str] = Field(default_factory=list)
+    webhook_retry_delays: list[float] = Field(default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0])
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_queue: str | None = None  # Celery queue for deliveries; unset = the jobs queue
+    public_url: str | None = None  # e.g. https://mmguard.example.org: makes the links in events absolute
+
     # -- resolved values ------------------------------------------------------------------
     @property
     def embedded_database(self) -> bool:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import IntegrityError
 
-from app import crud
+from app import crud, idempotency
 from app.api.deps import OwnerDep, SessionDep, SettingsDep, StorageDep
 from app.api.errors import ApiError, not_found
 from app.core.config import Settings
@@ -68,8 +69,13 @@ async def upload_dataset(
     session: SessionDep,
     settings: SettingsDep,
     storage: StorageDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", description="repeat-safe: the same key and file answer the original dataset"),
+    ] = None,
 ) -> Dataset:
     """Upload a dataset archive (multipart field `file`); it is checked before it is accepted."""
+    key_header = idempotency.check_key(idempotency_key)
     limit = settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
@@ -89,6 +95,11 @@ async def upload_dataset(
     except BaseException:  # client gone mid-upload, disk full, ...
         storage.delete_prefix(prefix)
         raise
+    if key_header is not None:
+        existing = await run_in_threadpool(idempotency.find, session, Dataset, owner, key_header)
+        if existing is not None:
+            storage.delete_prefix(prefix)
+            return _replayed(existing, received.sha256, response, settings)
     key = f"{prefix}/source.{received.archive_format}"
     try:
         storage.move(f"{prefix}/upload", key)
@@ -111,9 +122,18 @@ async def upload_dataset(
             sample_count=summary.sample_count,
             layout=summary.layout,
             kind=summary.kind,
+            idempotency_key=key_header,
+            request_hash=received.sha256 if key_header is not None else None,
         )
         session.add(dataset)
-        session.commit()
+        try:
+            session.commit()
+        except IntegrityError:  # a concurrent upload with the same key won
+            session.rollback()
+            existing = idempotency.find(session, Dataset, owner, key_header) if key_header else None
+            if existing is None:
+                raise
+            return existing
         return dataset
 
     try:
@@ -121,7 +141,17 @@ async def upload_dataset(
     except BaseException:
         storage.delete_prefix(prefix)
         raise
+    if dataset.id != dataset_id:
+        storage.delete_prefix(prefix)
+        return _replayed(dataset, received.sha256, response, settings)
     response.headers["Location"] = f"{settings.api_prefix}/datasets/{dataset.id}"
+    return dataset
+
+
+def _replayed(dataset: Dataset, sha256: str, response: Response, settings: Settings) -> Dataset:
+    idempotency.check_same(dataset, sha256, "dataset upload")
+    response.headers["Location"] = f"{settings.api_prefix}/datasets/{dataset.id}"
+    response.headers[idempotency.REPLAYED] = "true"
     return dataset
 
 

@@ -7,11 +7,12 @@ import logging
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 
-from app import crud
+from app import crud, idempotency, webhooks
 from app.api.deps import OwnerDep, SessionDep, SettingsDep, StorageDep
 from app.api.errors import ApiError, not_found
 from app.core.queue import enqueue_job
@@ -29,9 +30,23 @@ _NOT_FOUND = {404: {"model": Message}}
     "", status_code=202, response_model=JobPublic, responses={**_NOT_FOUND, 422: {"model": Message}, 503: {"model": Message}}
 )
 def create_job(
-    body: JobCreate, response: Response, owner: OwnerDep, session: SessionDep, settings: SettingsDep
+    body: JobCreate,
+    response: Response,
+    owner: OwnerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", description="repeat-safe: the same key and body answer the original job")
+    ] = None,
 ) -> JobPublic:
     """Queue a protection job for one of the caller's datasets."""
+    key = idempotency.check_key(idempotency_key)
+    request_hash = None
+    if key is not None:
+        request_hash = idempotency.digest(body.model_dump(mode="json"))
+        existing = idempotency.find(session, Job, owner, key)
+        if existing is not None:
+            return _replayed(existing, request_hash, response, settings)
     dataset = crud.get_dataset(session, owner, body.dataset_id)
     if dataset is None:
         raise not_found("dataset")
@@ -45,17 +60,34 @@ def create_job(
         preset=preset_name,
         config=config.to_dict(),
         progress_total=dataset.sample_count,
+        idempotency_key=key,
+        request_hash=request_hash,
     )
     session.add(job)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent request with the same key won
+        session.rollback()
+        existing = idempotency.find(session, Job, owner, key) if key else None
+        if existing is None or request_hash is None:
+            raise
+        return _replayed(existing, request_hash, response, settings)
     try:
         enqueue_job(settings, str(job.id))
     except Exception as exc:
         log.error("could not queue job %s: %s", job.id, exc)
         job.status, job.error, job.finished_at = "failed", "the job queue is unreachable; try again later", utcnow()
+        job.idempotency_key = None  # a retry with the same key may try again
         session.commit()
         raise ApiError(503, "the job queue is unreachable; try again later") from exc
     response.headers["Location"] = f"{settings.api_prefix}/jobs/{job.id}"
+    return crud.job_public(job)
+
+
+def _replayed(job: Job, request_hash: str, response: Response, settings: SettingsDep) -> JobPublic:
+    idempotency.check_same(job, request_hash, "job")
+    response.headers["Location"] = f"{settings.api_prefix}/jobs/{job.id}"
+    response.headers[idempotency.REPLAYED] = "true"
     return crud.job_public(job)
 
 
@@ -82,7 +114,7 @@ def get_job(job_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> JobPubli
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic, responses={**_NOT_FOUND, 409: {"model": Message}})
-def cancel_job(job_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> JobPublic:
+def cancel_job(job_id: uuid.UUID, owner: OwnerDep, session: SessionDep, settings: SettingsDep) -> JobPublic:
     """A queued job is cancelled at once; a running one stops at the engine's next step (409 once it has
     succeeded or failed)."""
     if crud.get_job(session, owner, job_id) is None:
@@ -100,6 +132,8 @@ def cancel_job(job_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> JobPu
             .values(cancel_requested=True, updated_at=now)
         )
     session.commit()
+    if queued:
+        webhooks.job_finished(settings, job_id)
     job = crud.get_job(session, owner, job_id)
     assert job is not None
     session.refresh(job)
