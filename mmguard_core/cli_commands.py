@@ -201,7 +201,7 @@ def register_evaluate(subparsers) -> None:
     parser.add_argument("--clean-train", type=Path, required=True)
     parser.add_argument("--protected-train", type=Path, required=True)
     parser.add_argument("--test", type=Path, required=True, help="clean test split")
-    parser.add_argument("--victim", default="zoo:llava", help="zoo:FAMILY[@SEED] or FAMILY:PATH")
+    parser.add_argument("--victim", default="zoo:llava", help="zoo:FAMILY[@SEED], FAMILY:PATH or cnn (the non-transformer VQA model)")
     parser.add_argument("--zoo-size", choices=["test", "small"], default="small")
     parser.add_argument("--recipe", choices=["full", "lora"], default="full")
     parser.add_argument("--freeze-vision", action="store_true")
@@ -210,5 +210,13 @@ def register_evaluate(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, action="append", help="repeat for several seeds")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--countermeasure", action="append", metavar="NAME",
+                        help="apply to the protected train split before fine-tuning (repeat for several; "
+                             "none, jpeg90, jpeg75, jpeg50, downscale, blur, noise, iss, augment, strip_rare, "
+                             "strip_vocab)")
+    parser.add_argument("--protect-fraction", type=float, action="append", metavar="F",
+                        help="also train on a mix where only this share is protected (repeat; e.g. 0.5)")
+    parser.add_argument("--countermeasure-reference", action="store_true",
+                        help="also fine-tune on the clean split with each countermeasure (second reference)")
     parser.add_argument("-o", "--output", type=Path, help="write the JSON result here")
     parser.set_defaults(func=cmd_evaluate)

@@ -19,6 +19,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
+# In CI (CI=true) a missing browser is a failed install step, not a reason to skip.
+if os.environ.get("CI"):
+    import playwright.sync_api  # noqa: F401
+
+    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: scripts/test.sh should have installed chromium"
 pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
 if not Path(CHROMIUM).is_file():
     pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (scripts/test.sh does)", allow_module_level=True)
