@@ -36,8 +36,11 @@ def _admin_engine():  # noqa: ANN202
 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
-    """A fresh, empty Postgres database for this test run, dropped afterwards."""
-    name = f"mmguard_test_{RUN_ID}"
+    """A fresh, empty Postgres database for this test run, dropped afterwards.
+
+    Named per fixture instance: tests/pipeline imports this fixture too, and both session-scoped
+    instances can be alive at once in a whole-suite run."""
+    name = f"mmguard_test_{RUN_ID}_{uuid.uuid4().hex[:6]}"
     admin = _admin_engine()
     try:
         with admin.connect() as conn:
