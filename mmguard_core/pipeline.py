@@ -80,8 +80,8 @@ def run_protection(
             progress(0, 1, "reading dataset")
         with load_dataset(input_path, work_dir=scratch, skip_bad=skip_bad, format=format, fields=fields) as dataset:
             report = protect_loaded(dataset, output_path, config, progress=progress, should_stop=should_stop)
-            report["dataset"]["warnings"] = list(getattr(dataset, "warnings", []) or [])
-            report["dataset"]["skipped"] = [str(p) for p in dataset.problems]
+            report["dataset"]["warnings"] = [w.to_dict() for w in dataset.warnings]
+            report["dataset"]["skipped"] = [p.to_dict() for p in dataset.problems]
     report["input"] = str(input_path)
     report["output"] = str(output_path)
     return report

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from PIL import Image
 
@@ -156,3 +157,35 @@ def pool_children(pid: int) -> list[int]:
 def maps_torch(pid: int) -> bool:
     """Whether the process has libtorch mapped (i.e. has imported torch)."""
     return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def start_embedded(root: Path, extra_env: dict[str, str] | None = None) -> tuple[Proc, dict[str, Any]]:
+    """`mmguard serve --data-dir root/state` on a free port, as an owner starts it, waited on until
+    /health answers. The caller stops the returned Proc (its worker child is in proc.groups)."""
+    data_dir = root / "state"
+    port = free_port()
+    env = service_env({"MMGUARD_HEARTBEAT_SECONDS": "0.3", "MMGUARD_PROGRESS_INTERVAL_SECONDS": "0",
+                       **(extra_env or {})})
+    proc = Proc([str(VENV_BIN / "mmguard"), "serve", "--port", str(port), "--data-dir", str(data_dir)],
+                env, root / "serve.log", cwd=root)
+    origin = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if not proc.alive():
+            raise AssertionError("serve exited:\n" + proc.output()[-4000:])
+        try:
+            return httpx.get(f"{origin}/api/v1/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, 90, 0.2, "mmguard serve")
+    except BaseException:
+        proc.stop()
+        raise
+    workers = pool_children(proc.popen.pid)
+    proc.groups.update(workers)  # the worker child runs in its own process group
+    key = (data_dir / "local-api-key").read_text().strip()
+    return proc, {"proc": proc, "origin": origin, "port": port, "key": key, "data_dir": data_dir, "env": env,
+                  "root": root, "workers": workers}
+

@@ -13,34 +13,26 @@ import httpx
 import pytest
 
 from .flow import full_flow
-from .helpers import TINY_CONFIG, VENV_BIN, Proc, free_port, maps_torch, pool_children, service_env, wait_for
+from .helpers import (
+    TINY_CONFIG,
+    VENV_BIN,
+    Proc,
+    free_port,
+    maps_torch,
+    pool_children,
+    start_embedded,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    root = tmp_path_factory.mktemp("embedded")
-    data_dir = root / "state"
-    port = free_port()
-    env = service_env({"MMGUARD_HEARTBEAT_SECONDS": "0.3", "MMGUARD_PROGRESS_INTERVAL_SECONDS": "0"})
-    proc = Proc([str(VENV_BIN / "mmguard"), "serve", "--port", str(port), "--data-dir", str(data_dir)],
-                env, root / "serve.log", cwd=root)
-    base = f"http://127.0.0.1:{port}/api/v1"
-
-    def up() -> bool:
-        if not proc.alive():
-            raise AssertionError("serve exited:\n" + proc.output()[-4000:])
-        try:
-            return httpx.get(f"{base}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    proc, info = start_embedded(tmp_path_factory.mktemp("embedded"))
+    workers = info["workers"]
     try:
-        wait_for(up, 90, 0.2, "mmguard serve")
-        workers = pool_children(proc.popen.pid)
-        proc.groups.update(workers)  # the worker child runs in its own process group
-        yield {"proc": proc, "base": base, "data_dir": data_dir, "env": env, "root": root, "workers": workers}
+        yield {**info, "base": f"{info['origin']}/api/v1"}
         # `serve` stops its worker child itself on SIGTERM
         proc.popen.send_signal(signal.SIGTERM)
         proc.popen.wait(40)

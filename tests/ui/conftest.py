@@ -9,10 +9,11 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.service.helpers import VENV_BIN, Proc, free_port, pool_children, service_env, wait_for
+from tests.service.helpers import (
+    start_embedded,
+)
 
 CHROMIUM = os.environ.get("MMGUARD_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -38,27 +39,9 @@ def artifacts() -> Path:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """`mmguard serve --data-dir D` with nothing else configured, as an owner would start it."""
-    root = tmp_path_factory.mktemp("ui-serve")
-    data_dir = root / "state"
-    port = free_port()
-    env = service_env({"MMGUARD_HEARTBEAT_SECONDS": "0.3", "MMGUARD_PROGRESS_INTERVAL_SECONDS": "0"})
-    proc = Proc([str(VENV_BIN / "mmguard"), "serve", "--port", str(port), "--data-dir", str(data_dir)],
-                env, root / "serve.log", cwd=root)
-    origin = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if not proc.alive():
-            raise AssertionError("serve exited:\n" + proc.output()[-4000:])
-        try:
-            return httpx.get(f"{origin}/api/v1/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    proc, info = start_embedded(tmp_path_factory.mktemp("ui-serve"))
     try:
-        wait_for(up, 90, 0.2, "mmguard serve")
-        proc.groups.update(pool_children(proc.popen.pid))
-        key = (data_dir / "local-api-key").read_text().strip()
-        yield {"origin": origin, "key": key, "proc": proc, "root": root}
+        yield info
         proc.popen.send_signal(signal.SIGTERM)
         proc.popen.wait(40)
     finally:
