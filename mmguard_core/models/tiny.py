@@ -93,17 +93,26 @@ def _text_common(d: Dims, ids: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _vision_common(d: Dims) -> dict[str, Any]:
+    """The vision-tower sizes every ViT-style config (CLIP, SigLIP, Idefics3) shares."""
+    return {"hidden_size": d.v_hidden, "intermediate_size": d.v_inter, "num_hidden_layers": d.v_layers,
+            "num_attention_heads": d.v_heads, "image_size": d.image}
+
+
+def _qwen_vision_token_ids(ids: dict[str, Any]) -> dict[str, int]:
+    """Qwen2-VL and Qwen2.5-VL mark images with the same four special tokens."""
+    return {name: ids["tid"](token) for name, token in (
+        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
+
+
 # -- per family -----------------------------------------------------------------------------------
 def _llava(d: Dims, ids: dict[str, Any]) -> torch.nn.Module:
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     patch = d.image // 4  # 16 patches
     vision = CLIPVisionConfig(
-        hidden_size=d.v_hidden,
-        intermediate_size=d.v_inter,
-        num_hidden_layers=d.v_layers,
-        num_attention_heads=d.v_heads,
-        image_size=d.image,
+        **_vision_common(d),
         patch_size=patch,
         projection_dim=d.v_hidden,
     )
@@ -147,10 +156,7 @@ def _qwen2_vl(d: Dims, ids: dict[str, Any]) -> torch.nn.Module:
     config = Qwen2VLConfig(
         text_config=text,
         vision_config=vision,
-        image_token_id=ids["tid"]("<|image_pad|>"),
-        video_token_id=ids["tid"]("<|video_pad|>"),
-        vision_start_token_id=ids["tid"]("<|vision_start|>"),
-        vision_end_token_id=ids["tid"]("<|vision_end|>"),
+        **_qwen_vision_token_ids(ids),
     )
     return Qwen2VLForConditionalGeneration(config)
 
@@ -164,11 +170,7 @@ def _idefics3(d: Dims, ids: dict[str, Any]) -> torch.nn.Module:
     )
 
     vision = Idefics3VisionConfig(
-        hidden_size=d.v_hidden,
-        intermediate_size=d.v_inter,
-        num_hidden_layers=d.v_layers,
-        num_attention_heads=d.v_heads,
-        image_size=d.image,
+        **_vision_common(d),
         patch_size=d.image // 8,  # 64 patches, pixel shuffle 2 -> 16 image tokens
     )
     text = LlamaConfig(**_text_common(d, ids))
@@ -191,11 +193,7 @@ def _paligemma(d: Dims, ids: dict[str, Any]) -> torch.nn.Module:
     )
 
     vision = SiglipVisionConfig(
-        hidden_size=d.v_hidden,
-        intermediate_size=d.v_inter,
-        num_hidden_layers=d.v_layers,
-        num_attention_heads=d.v_heads,
-        image_size=d.image,
+        **_vision_common(d),
         patch_size=d.image // 4,  # 16 image tokens
     )
     text = GemmaConfig(**_text_common(d, ids), head_dim=d.t_hidden // d.t_heads)
@@ -235,10 +233,7 @@ def _qwen2_5_vl(d: Dims, ids: dict[str, Any]) -> torch.nn.Module:
     config = Qwen2_5_VLConfig(
         text_config=text,
         vision_config=vision,
-        image_token_id=ids["tid"]("<|image_pad|>"),
-        video_token_id=ids["tid"]("<|video_pad|>"),
-        vision_start_token_id=ids["tid"]("<|vision_start|>"),
-        vision_end_token_id=ids["tid"]("<|vision_end|>"),
+        **_qwen_vision_token_ids(ids),
     )
     return Qwen2_5_VLForConditionalGeneration(config)
 
@@ -252,11 +247,7 @@ def _gemma3(d: Dims, ids: dict[str, Any]) -> torch.nn.Module:
     )
 
     vision = SiglipVisionConfig(
-        hidden_size=d.v_hidden,
-        intermediate_size=d.v_inter,
-        num_hidden_layers=d.v_layers,
-        num_attention_heads=d.v_heads,
-        image_size=d.image,
+        **_vision_common(d),
         patch_size=d.image // 8,  # 64 patches, 2x2 average pool -> 16 soft tokens
         vision_use_head=False,
     )
@@ -313,11 +304,7 @@ def _llava_next(d: Dims, ids: dict[str, Any]) -> torch.nn.Module:
 
     patch = d.image // 4  # 16 patches per tile
     vision = CLIPVisionConfig(
-        hidden_size=d.v_hidden,
-        intermediate_size=d.v_inter,
-        num_hidden_layers=d.v_layers,
-        num_attention_heads=d.v_heads,
-        image_size=d.image,
+        **_vision_common(d),
         patch_size=patch,
         projection_dim=d.v_hidden,
     )
