@@ -39,7 +39,7 @@ _UPLOAD_BODY = {
                         "file": {
                             "type": "string",
                             "format": "binary",
-                            "description": "a .zip or .tar holding images and data.jsonl",
+                            "description": "a .zip or .tar holding images and their annotations (JSONL, CSV, LLaVA, COCO, WebDataset shards or Parquet; docs/formats.md)",
                         }
                     },
                 }
