@@ -232,7 +232,8 @@ def _converged(curve: list[float], config: ProtectionConfig, window: int = 5) ->
 
 
 def _stratified_batch(groups: Sequence[int], num_groups: int, size: int, gen: torch.Generator) -> list[int]:
-    """A batch that visits every group about equally (each PGD step moves every pattern)."""
+    """A batch whose slots draw a group uniformly, then a member of it: groups are equally likely
+    whatever their size, so small groups' patterns move as often as large ones'."""
     by_group: list[list[int]] = [[] for _ in range(num_groups)]
     for index, group in enumerate(groups):
         by_group[group].append(index)
