@@ -119,7 +119,13 @@ class HFAdapter(LVLMAdapter):
         return int(self.config.vision_config.image_size)
 
     def check_image_size(self) -> None:
-        """Raise ValueError when self.image_size does not suit the model."""
+        """Raise ValueError when self.image_size does not suit the model. Default: a vision tower
+        with one fixed square input size (LLaVA, Idefics3, PaliGemma, Gemma3); others override."""
+        expected = int(self.config.vision_config.image_size)
+        if self.image_size != (expected, expected):
+            raise ValueError(
+                f"{self.family}: the vision tower takes {expected}x{expected} images, got {self.image_size}"
+            )
 
     @property
     def image_token_id(self) -> int:

@@ -29,13 +29,6 @@ class Gemma3Adapter(HFAdapter):
     default_std = HALF
     extra_text_keys = ("token_type_ids",)
 
-    def check_image_size(self) -> None:
-        expected = int(self.config.vision_config.image_size)
-        if self.image_size != (expected, expected):
-            raise ValueError(
-                f"gemma3: the vision tower takes {expected}x{expected} images, got {self.image_size}"
-            )
-
     def num_image_tokens(self) -> int:
         return int(self.config.mm_tokens_per_image)
 

@@ -29,13 +29,6 @@ class Idefics3Adapter(HFAdapter):
     default_mean = HALF
     default_std = HALF
 
-    def check_image_size(self) -> None:
-        expected = int(self.config.vision_config.image_size)
-        if self.image_size != (expected, expected):
-            raise ValueError(
-                f"idefics3: the vision tower takes {expected}x{expected} images, got {self.image_size}"
-            )
-
     def num_image_tokens(self) -> int:
         vision = self.config.vision_config
         patches = (self.image_size[0] // vision.patch_size) * (self.image_size[1] // vision.patch_size)

@@ -24,13 +24,6 @@ class LlavaAdapter(HFAdapter):
     default_mean = OPENAI_CLIP_MEAN
     default_std = OPENAI_CLIP_STD
 
-    def check_image_size(self) -> None:
-        expected = int(self.config.vision_config.image_size)
-        if self.image_size != (expected, expected):
-            raise ValueError(
-                f"llava: the vision tower takes {expected}x{expected} images, got {self.image_size}"
-            )
-
     def num_image_tokens(self) -> int:
         vision = self.config.vision_config
         patches = (self.image_size[0] // vision.patch_size) * (self.image_size[1] // vision.patch_size)

@@ -26,13 +26,6 @@ class PaliGemmaAdapter(HFAdapter):
     default_std = HALF
     extra_text_keys = ("token_type_ids",)
 
-    def check_image_size(self) -> None:
-        expected = int(self.config.vision_config.image_size)
-        if self.image_size != (expected, expected):
-            raise ValueError(
-                f"paligemma: the vision tower takes {expected}x{expected} images, got {self.image_size}"
-            )
-
     def num_image_tokens(self) -> int:
         patch = self.config.vision_config.patch_size
         return (self.image_size[0] // patch) * (self.image_size[1] // patch)
