@@ -23,6 +23,7 @@ import zipfile
 from pathlib import Path
 
 import httpx
+from service_process import wait_healthy  # benchmarks/ is the script folder, so on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -52,20 +53,6 @@ def direct(dataset: Path, out: Path, preset_name: str, config: dict) -> tuple[fl
     started = time.perf_counter()
     report = run_protection(dataset, out, preset(preset_name, **config))
     return time.perf_counter() - started, float(report["timings"]["total"])
-
-
-def wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the service exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the service did not become healthy")
 
 
 def through_service(base: str, key: str, dataset: Path, out: Path, preset_name: str, config: dict,

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from service_process import wait_healthy  # benchmarks/ is the script folder, so on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 MiB = 1024 * 1024
@@ -126,20 +127,6 @@ class Sampler(threading.Thread):
             except psutil.Error:
                 return
             time.sleep(self.interval)
-
-
-def wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the service exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the service did not become healthy")
 
 
 def upload(client: httpx.Client, base: str, body: Iterator[bytes], length: int, boundary: str) -> httpx.Response:
