@@ -26,24 +26,26 @@ def build_config(
         config = preset(preset_name, **fields)
     else:
         config = ProtectionConfig.from_dict(fields)
-    config.surrogates = [_allowed_surrogate(spec, settings) for spec in config.surrogates]
+    config.surrogates = [_allowed_model(spec, settings, "surrogates") for spec in config.surrogates]
+    if config.verify_victim not in ("auto", "cnn"):
+        config.verify_victim = _allowed_model(config.verify_victim, settings, "verify_victim")
     return config, preset_name
 
 
-def _allowed_surrogate(spec: str, settings: Settings) -> str:
+def _allowed_model(spec: str, settings: Settings, field: str) -> str:
     """`zoo:FAMILY` always; `FAMILY:PATH` only inside MMGUARD_MODELS_DIR (made absolute there)."""
     family, _, path = spec.partition(":")
     if family == "zoo":
         return spec
     if settings.models_dir is None:
         raise ConfigError(
-            f"surrogates: {spec!r} names a checkpoint path, but this server offers only the built-in "
+            f"{field}: {spec!r} names a checkpoint path, but this server offers only the built-in "
             "zoo (zoo:FAMILY); its operator can allow checkpoints with MMGUARD_MODELS_DIR"
         )
     root = settings.models_dir.resolve()
     target = (root / path).resolve()
     if not target.is_relative_to(root):
-        raise ConfigError(f"surrogates: {spec!r} is outside this server's models folder")
+        raise ConfigError(f"{field}: {spec!r} is outside this server's models folder")
     return f"{family}:{target}"
 
 

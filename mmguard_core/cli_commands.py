@@ -67,6 +67,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
+                        help="after protecting, fine-tune a held-out model on clean vs protected samples and "
+                             "report the protection (default: on for balanced and strong, off for fast)")
+    parser.add_argument("--verify-victim", metavar="SPEC",
+                        help="the held-out model: auto (default), cnn, zoo:FAMILY or FAMILY:PATH")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -84,6 +89,8 @@ def config_from_args(args: argparse.Namespace):
         "dtype": args.dtype,
         "threads": args.threads,
         "seed": args.seed,
+        "verify": getattr(args, "verify", None),
+        "verify_victim": getattr(args, "verify_victim", None),
     }
     if args.config:
         try:
@@ -142,9 +149,27 @@ def summary_text(report: dict) -> str:
             examples = ", ".join(f"{k!r}: {v!r}" for k, v in list(groups["triggers"].items())[:4])
             lines.append(f"  trigger ({trig['placement']}, {trig['position']}) in {trig['samples_with_trigger']} "
                          f"samples, e.g. {examples}")
+    verification = report.get("verification")
+    if verification:
+        lines.append("  " + verification_text(verification))
     lines.append(f"  time {t['total']:.1f} s (surrogate passes {t['surrogate_pass_share'] * 100:.0f} % of engine time)")
     lines.extend(f"  note: {w}" for w in report.get("warnings", []))
     return "\n".join(lines)
+
+
+def verification_text(v: dict) -> str:
+    """One line (two when there is no verdict) on the held-out check of the report."""
+    victim = v.get("victim", "?")
+    if v.get("status") != "done":
+        return f"verification ({victim}) skipped: {v.get('reason', '')}"
+    if v.get("protection") is None:
+        return f"verification ({victim}): no verdict: {v.get('reason', '')}"
+    cms = ", ".join(f"{c['label']} {c['protection']:.2f}" for c in v["countermeasures"].values()
+                    if c.get("protection") is not None)
+    return (f"verification on held-out {victim} ({v['train_samples']} train / {v['test_samples']} test samples): "
+            f"protection {v['protection']:.2f} (clean-trained accuracy {v['acc_clean_trained']:.2f}, "
+            f"protected-trained {v['acc_protected_trained']:.2f}, floor {v['floor']:.2f})"
+            + (f"; after {cms}" if cms else ""))
 
 
 def fmt(value) -> str:

@@ -80,6 +80,11 @@ class ProtectionConfig:
     device: str = "cpu"
     dtype: str = "float32"
     threads: int = 1
+    # per-job verification: a budgeted simulated attack on a model outside the ensemble (verify.py)
+    verify: bool = True  # the `fast` preset turns it off
+    verify_victim: str = "auto"  # auto: a zoo family left out of the ensemble, else the project's CNN
+    verify_samples: int = 400  # most samples the simulated attacker fine-tunes on
+    verify_epochs: float = 3.0
 
     def __post_init__(self) -> None:
         self.epsilon = parse_epsilon(self.epsilon)
@@ -147,6 +152,19 @@ class ProtectionConfig:
                 ) from exc
             if any(layer < 0 for layer in layers):
                 raise ConfigError("binding_layers: layer indices must be >= 0")
+        if not isinstance(self.verify, bool):
+            raise ConfigError(f"verify: {self.verify!r} must be true or false")
+        in_range("verify_samples", 24, 100_000)
+        in_range("verify_epochs", 0.1, 100.0)
+        if not isinstance(self.verify_samples, int) or isinstance(self.verify_samples, bool):
+            raise ConfigError(f"verify_samples: {self.verify_samples!r} must be a whole number")
+        victim = self.verify_victim
+        if not isinstance(victim, str) or not (
+            victim in ("auto", "cnn") or (":" in victim and victim.split(":", 1)[1])
+        ):
+            raise ConfigError(
+                f"verify_victim: {victim!r}; use auto, cnn, zoo:FAMILY or FAMILY:PATH (a local checkpoint folder)"
+            )
         for spec in self.surrogates:
             if not isinstance(spec, str) or ":" not in spec or not spec.split(":", 1)[1]:
                 raise ConfigError(
@@ -192,7 +210,7 @@ class ProtectionConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # minutes on a CPU: one surrogate round, short PGD, no binding losses
     "fast": {"shared_steps": 12, "sample_steps": 2, "bilevel_rounds": 1, "inner_steps": 5,
-             "trigger_candidates": 32},
+             "trigger_candidates": 32, "verify": False},
     # the default: two bi-level rounds over the ensemble
     "balanced": {},
     # longer optimisation, more attacker simulation, more transformations

@@ -97,6 +97,10 @@ def protect_loaded(
 ) -> dict[str, Any]:
     started = time.perf_counter()
     torch.set_num_threads(config.threads)
+    if config.verify:
+        from mmguard_core.verify import check_victim
+
+        check_victim(config)
     timings: dict[str, float] = {}
     data, alphas = read_shard_input(dataset)
     timings["read"] = time.perf_counter() - started
@@ -113,6 +117,16 @@ def protect_loaded(
     shard = protect_shard(data, shared, surrogates, config, progress=progress, should_stop=should_stop)
     timings["sample_stage"] = shard.seconds
 
+    surrogate_seconds = shared.forward_seconds + shard.forward_seconds
+    timings["surrogate_pass_seconds"] = surrogate_seconds
+    engine_seconds = timings["shared_stage"] + timings["sample_stage"]
+    timings["surrogate_pass_share"] = surrogate_seconds / engine_seconds if engine_seconds else 0.0
+    surrogate_names = [s.name for s in surrogates]
+    del surrogates  # the verification victims need the memory more
+    # verified before writing, so that a cancel during the check still leaves nothing behind
+    verification = verify_job(data, shard, config, progress, should_stop)
+    timings["verification"] = verification.get("seconds", 0.0) if verification else 0.0
+
     if should_stop is not None and should_stop():
         raise ProtectionCancelled("cancelled")
     if progress:
@@ -122,13 +136,25 @@ def protect_loaded(
     write_protected(dataset, protected, output_path)
     timings["write"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
-    surrogate_seconds = shared.forward_seconds + shard.forward_seconds
-    timings["surrogate_pass_seconds"] = surrogate_seconds
-    engine_seconds = timings["shared_stage"] + timings["sample_stage"]
-    timings["surrogate_pass_share"] = surrogate_seconds / engine_seconds if engine_seconds else 0.0
     if progress:
         progress(1, 1, "done")
-    return build_report(dataset, data, shard, shared, config, [s.name for s in surrogates], timings)
+    report = build_report(dataset, data, shard, shared, config, surrogate_names, timings)
+    report["verification"] = verification
+    return report
+
+
+def verify_job(data: ShardInput, shard: ShardOutput, config: ProtectionConfig, progress: Progress | None,
+               should_stop: Callable[[], bool] | None) -> dict[str, Any] | None:
+    """The report's `verification` section, or None when the config turns it off."""
+    if not config.verify:
+        return None
+    from mmguard_core.verify import VerificationCancelled, verify_protection
+
+    try:
+        return verify_protection(data.images, data.questions, data.answers, shard.images, shard.prompts_question,
+                                 config, progress=progress, should_stop=should_stop)
+    except VerificationCancelled as exc:
+        raise ProtectionCancelled("cancelled") from exc
 
 
 def to_protected_samples(data: ShardInput, shard: ShardOutput, alphas: list) -> list[ProtectedSample]:

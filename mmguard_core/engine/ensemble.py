@@ -30,9 +30,9 @@ class Surrogate:
 
 
 def default_surrogate_specs() -> list[str]:
-    from mmguard_core.models.zoo import ZOO_FAMILIES
+    from mmguard_core.models.zoo import DEFAULT_ENSEMBLE
 
-    return [f"zoo:{family}" for family in ZOO_FAMILIES]
+    return [f"zoo:{family}" for family in DEFAULT_ENSEMBLE]
 
 
 def resolve_device(name: str) -> str:

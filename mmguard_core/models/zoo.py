@@ -44,6 +44,7 @@ from mmguard_core.models.training import evaluate_exact, finetune
 __all__ = [
     "Stage",
     "ZOO_FAMILIES",
+    "DEFAULT_ENSEMBLE",
     "ZOO_VERSION",
     "PRETRAIN_SEED_BASE",
     "PLANS",
@@ -62,8 +63,11 @@ __all__ = [
 ]
 
 ZOO_VERSION = 1
-# default ensemble members (families with a tiny config in mmguard_core.models.tiny)
+# the families `mmguard zoo build` makes (each has a tiny config in mmguard_core.models.tiny)
 ZOO_FAMILIES: tuple[str, ...] = ("llava", "qwen2_vl", "idefics3", "paligemma")
+# the default surrogate ensemble: paligemma stays out of it, so every job can be verified against a
+# model the protection never saw (mmguard_core/verify.py) -- the benchmark's black-box setup
+DEFAULT_ENSEMBLE: tuple[str, ...] = ("llava", "qwen2_vl", "idefics3")
 PRETRAIN_SEED_BASE = 10_000
 MANIFEST = "zoo_manifest.json"
 COMMON_WORDS_FILE = Path(__file__).with_name("common_words.txt")

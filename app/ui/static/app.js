@@ -6,9 +6,9 @@
 const API = "/api/v1";
 const CSRF = { "X-Mmguard-Ui": "1" };
 const PRESETS = [
-  ["fast", "Fast: minutes on a CPU; a lighter shield that a determined fine-tuner may partly overcome."],
-  ["balanced", "Balanced: the default; solid protection at a moderate compute cost."],
-  ["strong", "Strong: longest run, most attacker simulation and image transformations; best robustness, several times slower."],
+  ["fast", "Fast: minutes on a CPU; shortest optimisation, no verification run."],
+  ["balanced", "Balanced: the default; more optimisation, then a check against a model left out of the protection (shown on the job page)."],
+  ["strong", "Strong: longest run, most attacker simulation and image transformations (JPEG included), plus the check; several times slower."],
 ];
 const ACTIVE = new Set(["queued", "running"]);
 
@@ -263,6 +263,7 @@ function advancedConfig() {
   if ($("opt-trigger-position").value) config.trigger_position = $("opt-trigger-position").value;
   const surrogates = $("opt-surrogates").value.split(",").map((s) => s.trim()).filter(Boolean);
   if (surrogates.length) config.surrogates = surrogates;
+  if ($("opt-verify").value) config.verify = $("opt-verify").value === "on";
   const extra = $("opt-extra").value.trim();
   if (extra) {
     let parsed;
@@ -401,14 +402,31 @@ function histogram(values, bins, label) {
   return svg;
 }
 
-function renderEvaluation(evaluation) {
-  const box = $("evaluation");
-  if (!evaluation) { box.hidden = true; return; }
-  const rows = Object.entries(evaluation).map(([k, v]) => el("tr", {}, el("th", { text: k.replace(/_/g, " ") }),
-    el("td", { text: typeof v === "object" ? JSON.stringify(v) : String(v) })));
-  box.replaceChildren(el("h3", { text: "Evaluation" }),
-    el("p", { class: "note", text: "A victim model fine-tuned on the clean and on the protected data, scored on clean test data." }),
-    el("table", {}, el("tbody", {}, ...rows)));
+function pct(v) { return v === null || v === undefined ? "—" : (v * 100).toFixed(0) + " %"; }
+
+// the report's `verification`: a held-out model fine-tuned on clean vs protected samples (verify.py)
+function renderVerification(v) {
+  const box = $("verification");
+  if (!v) { box.hidden = true; return; }
+  const head = el("h3", { text: "Verification against a held-out model" });
+  if (v.status !== "done" || v.protection === null || v.protection === undefined) {
+    const why = v.status !== "done" ? "Skipped: " : "No verdict: ";
+    box.replaceChildren(head, el("p", { class: "note", id: "verification-reason", text: why + (v.reason || "") }));
+    box.hidden = false;
+    return;
+  }
+  const rows = [["no countermeasure", v.acc_protected_trained, v.protection]];
+  for (const c of Object.values(v.countermeasures || {})) rows.push([c.label, c.acc_protected_trained, c.protection]);
+  const table = el("table", { id: "verification-table" },
+    el("thead", {}, el("tr", {}, el("th", { text: "attacker trains on the protected copy with" }),
+      el("th", { text: "accuracy on clean test" }), el("th", { text: "protection" }))),
+    el("tbody", {}, ...rows.map(([label, acc, prot]) => el("tr", {}, el("td", { text: label }),
+      el("td", { text: pct(acc) }), el("td", { text: pct(prot), class: "protection" })))));
+  box.replaceChildren(head,
+    el("p", { text: `${v.victim} (${v.threat}), fine-tuned ${v.recipe.epochs} epochs on ${v.train_samples} samples, ` +
+      `tested on ${v.test_samples} held-out clean samples. Trained on the clean samples it scores ${pct(v.acc_clean_trained)}; ` +
+      `the most common answer alone scores ${pct(v.floor)}. Protection 100 % = the protected copy taught nothing.` }),
+    table, el("p", { class: "note", text: v.note || "" }));
   box.hidden = false;
 }
 
@@ -424,7 +442,7 @@ async function showResults(id) {
   const images = report.images || [];
   $("hist-psnr").replaceChildren(histogram(images.map((i) => i.psnr), 10, "PSNR"));
   $("hist-ssim").replaceChildren(histogram(images.map((i) => i.ssim), 10, "SSIM"));
-  renderEvaluation(report.evaluation || report.eval || null);
+  renderVerification(report.verification || null);
   $("job-results").hidden = false;
   state.samplesOffset = 0;
   $("samples").replaceChildren();

@@ -1,0 +1,193 @@
+"""Per-job verification: a budgeted simulated attack on a model the protection never saw.
+
+After a job has protected its data, the owner's question is "would a model someone fine-tunes on
+this copy learn my task?". This module answers it for one held-out victim within a fixed budget:
+
+1. a seeded split of the job's own samples into a clean test part (never trained on) and a train
+   part (at most `verify_samples`);
+2. one fresh copy of the victim fine-tuned on the *clean* train part, and one on the *protected*
+   version of the same samples (as written: quantised images, trigger in the question), then one
+   more per countermeasure in VERIFY_COUNTERMEASURES (JPEG q75, downscale ½ and back) applied to the
+   protected part;
+3. every copy scored by exact match on the clean test part, and protection
+   1 - (acc_protected - floor) / (acc_clean - floor) as in `mmguard_core.evaluate`.
+
+The victim is chosen outside the ensemble (`resolve_verify_victim`), so the figure is a black-box
+one. It is a single seed on a few hundred samples: docs/evaluation.md shows seed spreads of ±0.1–0.2
+on our benchmark, and the report says so. Open-ended answers (captions) have no exact-match score,
+so verification reports "skipped" with the reason instead of a number nobody should read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmguard_core.config import ConfigError, ProtectionConfig
+from mmguard_core.engine.grouping import normalise_answer
+
+VERIFY_COUNTERMEASURES = ("jpeg75", "downscale")
+MIN_TRAIN, MIN_TEST = 24, 12
+MAX_TEST = 200
+LEARNED_MARGIN = 0.1  # the clean-trained victim must beat the floor by this much for a verdict
+SPREAD_NOTE = ("one victim seed on a subset of the job's samples; on our benchmark the spread between "
+               "seeds is ±0.1–0.2 (docs/evaluation.md), so read it as a check, not a guarantee")
+
+
+class VerificationCancelled(Exception):
+    pass
+
+
+def resolve_verify_victim(config: ProtectionConfig) -> str:
+    """`verify_victim` as given, or for "auto" the first zoo family outside the ensemble; when the
+    ensemble holds every zoo family, the project's non-transformer VQA model (``cnn``)."""
+    if config.verify_victim != "auto":
+        return config.verify_victim
+    from mmguard_core.engine.ensemble import default_surrogate_specs
+    from mmguard_core.models.zoo import ZOO_FAMILIES
+
+    specs = config.surrogates or default_surrogate_specs()
+    used = {spec.split(":", 1)[1].partition("@")[0] for spec in specs if spec.startswith("zoo:")}
+    used |= {spec.split(":", 1)[0] for spec in specs if not spec.startswith("zoo:")}
+    for family in reversed(ZOO_FAMILIES):
+        if family not in used:
+            return f"zoo:{family}"
+    return "cnn"
+
+
+def check_victim(config: ProtectionConfig) -> str:
+    """Resolve the verification victim and refuse an unknown one before any protection work starts
+    (ConfigError naming verify_victim), so a typo costs seconds, not a whole job."""
+    victim = resolve_verify_victim(config)
+    prefix, _, rest = victim.partition(":")
+    if victim == "cnn" or prefix == "cnn":
+        return victim
+    from mmguard_core.models.registry import FAMILIES
+
+    if prefix == "zoo":
+        family = rest.partition("@")[0]
+        if family not in FAMILIES:
+            raise ConfigError(f"verify_victim: unknown zoo family {family!r}; known: {', '.join(sorted(FAMILIES))}")
+    elif prefix not in FAMILIES:
+        raise ConfigError(f"verify_victim: unknown family {prefix!r}; known: {', '.join(sorted(FAMILIES))}")
+    elif not Path(rest).is_dir():
+        raise ConfigError(f"verify_victim: {rest!r} is not a checkpoint folder")
+    return victim
+
+
+def closed_answers(answers: Sequence[str]) -> bool:
+    """Exact match is a meaningful score only when answers repeat (a closed answer set)."""
+    counts = Counter(normalise_answer(a) for a in answers)
+    repeated = sum(c for c in counts.values() if c >= 2)
+    return repeated >= 0.8 * len(answers) and len(counts) <= max(2, len(answers) // 4)
+
+
+def split_indices(n: int, max_train: int, seed: int) -> tuple[list[int], list[int]]:
+    """(train, test) positions: test = 20 % of the samples (12 to 200), train = the rest, capped."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) + 7919)).tolist()
+    n_test = min(MAX_TEST, max(MIN_TEST, n // 5))
+    return sorted(order[n_test:][:max_train]), sorted(order[:n_test])
+
+
+def skipped(reason: str, **extra: Any) -> dict[str, Any]:
+    return {"status": "skipped", "reason": reason, **extra}
+
+
+def verify_protection(
+    clean_images: Sequence[torch.Tensor],
+    questions: Sequence[str | None],
+    answers: Sequence[str],
+    protected_images: Sequence[np.ndarray],
+    protected_questions: Sequence[str | None],
+    config: ProtectionConfig,
+    *,
+    progress: Callable[[int, int, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """The job report's `verification` section (see the module docstring)."""
+    from mmguard_core.evaluate import (
+        COUNTERMEASURES,
+        Split,
+        VictimRecipe,
+        apply_countermeasure,
+        majority_rate,
+        protection_score,
+        train_and_score,
+    )
+
+    victim = resolve_verify_victim(config)
+    n = len(answers)
+    if not closed_answers(answers):
+        return skipped("the answers are open-ended (captions or free text), so a victim's exact-match accuracy "
+                       "says nothing; evaluate such data with `mmguard evaluate` and a metric of your own",
+                       victim=victim)
+    if n < MIN_TRAIN + MIN_TEST:
+        return skipped(f"{n} samples are too few for a held-out check (need at least {MIN_TRAIN + MIN_TEST})",
+                       victim=victim)
+    train_at, test_at = split_indices(n, config.verify_samples, config.seed)
+    recipe = VictimRecipe(epochs=config.verify_epochs)
+    to_tensor = [torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float() / 255
+                 for img in (protected_images[i] for i in train_at)]
+    test = Split([clean_images[i] for i in test_at], [questions[i] for i in test_at], [answers[i] for i in test_at])
+    clean = Split([clean_images[i] for i in train_at], [questions[i] for i in train_at], [answers[i] for i in train_at])
+    protected = Split(to_tensor, [protected_questions[i] for i in train_at], [answers[i] for i in train_at])
+    floor = majority_rate(test.answers)
+    plan = ["clean", "none", *VERIFY_COUNTERMEASURES]
+    seed = config.seed
+    started = time.perf_counter()
+    accuracy: dict[str, float] = {}
+    torch_rng = torch.get_rng_state()  # the victims seed torch; leave the caller's stream as it was
+    try:
+        for step, name in enumerate(plan):
+            if should_stop is not None and should_stop():
+                raise VerificationCancelled("cancelled")
+            if progress:
+                progress(step, len(plan), f"verifying: {victim} ({'clean' if name == 'clean' else 'protected'}"
+                                          f"{'' if name in ('clean', 'none') else ', ' + name})")
+            if name == "clean":
+                accuracy[name] = train_and_score(victim, clean, test, recipe, seed, config.zoo_size)
+                continue
+            images, qs, augment = apply_countermeasure(name, protected.images, protected.questions, seed)
+            accuracy[name] = train_and_score(victim, Split(images, qs, protected.answers), test, recipe, seed,
+                                             config.zoo_size, augment)
+    finally:
+        torch.set_rng_state(torch_rng)
+    if progress:
+        progress(len(plan), len(plan), "verified")
+    learned = accuracy["clean"] - floor >= LEARNED_MARGIN
+
+    def score(name: str) -> float | None:
+        return protection_score(accuracy[name], accuracy["clean"], floor) if learned else None
+
+    result: dict[str, Any] = {
+        "status": "done",
+        "victim": victim,
+        "threat": "black-box: a model left out of the surrogate ensemble",
+        "recipe": {"epochs": recipe.epochs, "lr": recipe.lr, "batch_size": recipe.batch_size,
+                   "fine_tuning": recipe.recipe, "seed": seed},
+        "train_samples": len(train_at),
+        "test_samples": len(test_at),
+        "floor": floor,
+        "acc_clean_trained": accuracy["clean"],
+        "acc_protected_trained": accuracy["none"],
+        "protection": score("none"),
+        "countermeasures": {
+            name: {"label": COUNTERMEASURES[name].label, "acc_protected_trained": accuracy[name],
+                   "protection": score(name)}
+            for name in VERIFY_COUNTERMEASURES
+        },
+        "seconds": time.perf_counter() - started,
+        "note": SPREAD_NOTE,
+    }
+    if not learned:
+        result["reason"] = (
+            f"the held-out victim did not learn the task from the clean samples either (accuracy "
+            f"{accuracy['clean']:.2f}, majority answer {floor:.2f}), so there is no verdict; name a victim "
+            "closer to your data with verify_victim, or use more samples (verify_samples)")
+    return result
