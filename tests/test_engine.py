@@ -15,7 +15,13 @@ from mmguard_core.engine.protect import (
     protect_shard,
 )
 from mmguard_core.engine.trigger_words import CANDIDATE_WORDS
-from mmguard_core.engine.triggers import CAPTION_INSTRUCTION, with_trigger
+from mmguard_core.engine.triggers import (
+    CAPTION_INSTRUCTION,
+    candidate_pool,
+    free_words,
+    search_triggers,
+    with_trigger,
+)
 from mmguard_core.models.tiny import build_tiny
 from mmguard_core.models.tokenizer import build_word_tokenizer
 
@@ -90,6 +96,22 @@ def test_trigger_goes_into_the_question_and_answers_are_untouched(surrogates):
     # one trigger per answer, different answers different triggers
     assert all(len(t) == 1 for t in per_answer.values())
     assert len({next(iter(t)) for t in per_answer.values()}) == len(per_answer)
+
+
+def test_every_group_gets_a_full_distinct_trigger_even_when_words_run_short(surrogates):
+    # 6 groups x 3 words from 4 candidates per slot (the old fixed pool of 4 left groups without
+    # triggers); and more groups than words: words are shared but no two triggers are equal
+    data = make_data(12)
+    config = small_config(trigger_length=3, trigger_candidates=4)
+    gen = torch.Generator().manual_seed(0)
+    triggers = search_triggers(surrogates[:1], data.images, data.questions, data.answers, [i % 6 for i in range(12)],
+                               6, config, gen)
+    assert all(len(t) == 3 and len(set(t)) == 3 for t in triggers)
+    assert len({tuple(t) for t in triggers}) == 6 and len({w for t in triggers for w in t}) == 18
+    pool = candidate_pool([QUESTION, *COLOURS])
+    taken = set(pool)  # every word already used by some group
+    free = free_words(pool, ["pent", "quill"], taken, {("pent", "quill", "zephyr")}, last_slot=True)
+    assert free and "zephyr" not in free and "pent" not in free and "quill" not in free
 
 
 def test_suffix_position_and_trigger_off(surrogates):

@@ -42,12 +42,22 @@ def with_trigger(question: str | None, answer: str, words: Sequence[str], config
     return Prompt(f"{text} {trigger}", answer, (start, start + len(trigger)))
 
 
-def candidate_pool(texts: Sequence[str], size: int, gen: torch.Generator) -> list[str]:
+def candidate_pool(texts: Sequence[str]) -> list[str]:
     """Candidate words absent from the dataset's own text (so a trigger is never a real cue)."""
     used = {w for text in texts for w in WORD.findall(text.lower())}
-    words = list(dict.fromkeys(w for w in CANDIDATE_WORDS if w not in used))
-    order = torch.randperm(len(words), generator=gen).tolist()
-    return [words[i] for i in order[:size]]
+    return list(dict.fromkeys(w for w in CANDIDATE_WORDS if w not in used))
+
+
+def free_words(pool: Sequence[str], own: Sequence[str], taken: set[str], others: set[tuple[str, ...]],
+               last_slot: bool) -> list[str]:
+    """Words a group may take next: unused by any group while the pool lasts (many groups can
+    exhaust it: then words are shared, never within one trigger), and in the last slot never one
+    that would make the trigger equal to another group's -- every group keeps its own shortcut."""
+    fresh = [w for w in pool if w not in taken and w not in own]
+    free = fresh or [w for w in pool if w not in own]
+    if last_slot:
+        free = [w for w in free if (*own, w) not in others]
+    return free
 
 
 @torch.no_grad()
@@ -63,27 +73,32 @@ def search_triggers(
     members_per_group: int = 6,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[list[str]]:
-    """Greedy word-by-word search: for each slot and each group, the unused candidate with the
-    lowest ensemble loss on a few of the group's samples (clean images)."""
+    """Greedy word-by-word search: for each slot and each group, the best of `trigger_candidates`
+    words drawn from the free ones, by the ensemble loss on a few of the group's samples (clean
+    images)."""
     if config.trigger_length == 0 or config.trigger_placement == "off":
         return [[] for _ in range(num_groups)]
-    pool = candidate_pool([q or "" for q in questions] + list(answers), config.trigger_candidates, gen)
+    pool = candidate_pool([q or "" for q in questions] + list(answers))
     members: list[list[int]] = [[] for _ in range(num_groups)]
     for index, group in enumerate(groups):
         if len(members[group]) < members_per_group:
             members[group].append(index)
     triggers: list[list[str]] = [[] for _ in range(num_groups)]
     taken: set[str] = set()
-    for _slot in range(config.trigger_length):
+    for slot in range(config.trigger_length):
+        last_slot = slot == config.trigger_length - 1
         for group in range(num_groups):
             if should_stop and should_stop():
                 return triggers
-            free = [w for w in pool if w not in taken]
+            others = {tuple(t) for g, t in enumerate(triggers) if g != group and len(t) == slot + 1}
+            free = free_words(pool, triggers[group], taken, others, last_slot)
             if not free or not members[group]:
                 continue
+            order = torch.randperm(len(free), generator=gen)[: config.trigger_candidates].tolist()
+            candidates = [free[i] for i in order]
             scores = _score_candidates(surrogates, images, questions, answers, members[group],
-                                       triggers[group], free, config)
-            best = free[int(torch.argmin(scores))]
+                                       triggers[group], candidates, config)
+            best = candidates[int(torch.argmin(scores))]
             triggers[group].append(best)
             taken.add(best)
     return triggers

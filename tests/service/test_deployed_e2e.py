@@ -19,7 +19,7 @@ from app.models import Job
 from worker.runner import Outcome, execute
 
 from .flow import full_flow, poll, start_job, upload
-from .helpers import TINY_CONFIG, maps_torch, pool_children, wait_for
+from .helpers import TINY_CONFIG, dataset_zip, maps_torch, pool_children, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +50,25 @@ def test_full_flow(deployment: dict, owner_key: str, tiny_zip: Path, tmp_path: P
     time.sleep(2)
     again = job_row(deployment["settings"], job["id"])
     assert (again.status, again.attempts, again.finished_at) == ("succeeded", 1, row.finished_at)
+
+
+def test_job_report_carries_the_verification(deployment: dict, owner_key: str, tmp_path: Path) -> None:
+    """A job that asks for the held-out check: the Celery worker runs it and the stored report has it."""
+    archive = dataset_zip(tmp_path, n=48, seed=31)
+    config = {**TINY_CONFIG, "verify": True, "verify_victim": "cnn", "verify_epochs": 2.0}
+    job = full_flow(deployment["base"], owner_key, archive, config, tmp_path)
+    report = httpx.get(f"{deployment['base']}/jobs/{job['id']}/report", timeout=30,
+                       headers={"Authorization": f"Bearer {owner_key}"}).raise_for_status().json()["report"]
+    verification = report["verification"]
+    assert verification["status"] == "done" and verification["victim"] == "cnn", verification
+    assert verification["train_samples"] + verification["test_samples"] == 48
+    assert set(verification["countermeasures"]) == {"jpeg75", "downscale"}
+    assert 0.0 <= verification["acc_clean_trained"] <= 1.0 and report["timings"]["verification"] > 0
+    # the API refuses a misspelt victim before queueing anything
+    response = httpx.post(f"{deployment['base']}/jobs", headers={"Authorization": f"Bearer {owner_key}"}, timeout=30,
+                          json={"dataset_id": job["dataset_id"], "preset": "balanced",
+                                "config": {"verify_victim": "/etc/passwd"}})
+    assert response.status_code == 422 and "verify_victim" in response.text, response.text
 
 
 def test_worker_parent_never_imports_torch(deployment: dict, owner_key: str) -> None:

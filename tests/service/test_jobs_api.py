@@ -52,6 +52,8 @@ def test_default_preset_is_balanced(client, owner: dict) -> None:
         ({"preset": "fast", "config": {"trigger_length": 99}}, "trigger_length"),
         ({"config": {"surrogates": ["llava:/etc"]}}, "only the built-in zoo"),
         ({"config": {"surrogates": ["nocolon"]}}, "surrogates"),
+        ({"config": {"verify_victim": "llava:/etc"}}, "verify_victim: 'llava:/etc' names a checkpoint path"),
+        ({"preset": "strong", "config": {"verify": "sometimes"}}, "verify: 'sometimes' must be true or false"),
         ({"config": [1, 2]}, "config"),
         ({"preset": "fast", "config": {"epsilon": None}}, "null values"),
     ],

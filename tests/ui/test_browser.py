@@ -11,6 +11,7 @@ import re
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.service.helpers import TINY_CONFIG, dataset_zip, maps_torch
@@ -87,8 +88,9 @@ def test_owner_flow_end_to_end(page, server: dict, tiny_zip: Path, artifacts: Pa
     page.fill("#opt-trigger-length", "2")
     page.select_option("#opt-trigger-placement", "instruction")
     page.fill("#opt-surrogates", "zoo:llava")
+    page.select_option("#opt-verify", "on")
     extra = {k: v for k, v in TINY_CONFIG.items() if k != "surrogates"}
-    page.fill("#opt-extra", json.dumps(extra))
+    page.fill("#opt-extra", json.dumps({**extra, "verify_victim": "cnn"}))
     page.screenshot(path=str(artifacts / "02-validated-upload.png"), full_page=True)
     page.click("#start")
 
@@ -115,6 +117,8 @@ def test_owner_flow_end_to_end(page, server: dict, tiny_zip: Path, artifacts: Pa
     first = page.locator("#samples .sample").first
     assert first.locator("mark.trigger").count() >= 1
     assert "PSNR" in first.locator(".metrics").inner_text()
+    # verification was asked for, but four samples cannot be split into train and held-out test
+    assert "too few" in page.locator("#verification-reason").inner_text()
     page.screenshot(path=str(artifacts / "03-job-page.png"), full_page=True)
     no_stack_trace(page)
 
@@ -137,6 +141,7 @@ def test_owner_flow_end_to_end(page, server: dict, tiny_zip: Path, artifacts: Pa
     page.click("#datasets-table button:has-text('Protect')")
     assert page.locator("#advanced").evaluate("d => d.open")  # still unfolded from the first job
     page.fill("#opt-surrogates", "zoo:llava")
+    page.select_option("#opt-verify", "off")
     page.fill("#opt-extra", json.dumps({**extra, "shared_steps": 400}))
     page.click("#start")
     page.wait_for_url(re.compile(r".*#/jobs/[0-9a-f-]{36}$"))
@@ -160,6 +165,32 @@ def test_owner_flow_end_to_end(page, server: dict, tiny_zip: Path, artifacts: Pa
     assert not [c for c in page.context.cookies() if c["name"] == "mmguard_session"]
     page.reload()
     page.locator("#page-signin").wait_for()
+
+
+def test_job_page_shows_the_verification_table(page, server: dict, artifacts: Path,  # noqa: ANN001
+                                               tmp_path: Path) -> None:
+    """A job with enough samples for the held-out check: the table of protection per countermeasure."""
+    auth = {"Authorization": f"Bearer {server['key']}"}
+    archive = dataset_zip(tmp_path, n=48, seed=21)
+    with open(archive, "rb") as handle:
+        dataset = httpx.post(f"{server['origin']}/api/v1/datasets", headers=auth, timeout=60,
+                             files={"file": (archive.name, handle, "application/zip")}).raise_for_status().json()
+    config = {**TINY_CONFIG, "verify": True, "verify_victim": "cnn", "verify_epochs": 2.0}
+    job = httpx.post(f"{server['origin']}/api/v1/jobs", headers=auth, timeout=30,
+                     json={"dataset_id": dataset["id"], "preset": "fast", "config": config}).raise_for_status().json()
+    sign_in(page, server["key"])
+    page.goto(f"/ui/#/jobs/{job['id']}")
+    page.locator("#verification-table").wait_for(timeout=JOB_TIMEOUT_MS)
+    report = httpx.get(f"{server['origin']}/api/v1/jobs/{job['id']}/report", headers=auth,
+                       timeout=30).raise_for_status().json()["report"]["verification"]
+    rows = page.locator("#verification-table tbody tr")
+    assert rows.count() == 3  # no countermeasure, JPEG q75, downscale
+    assert rows.nth(1).inner_text().startswith("JPEG q75")
+    expected = "—" if report["protection"] is None else f"{report['protection'] * 100:.0f} %"
+    assert rows.nth(0).locator(".protection").inner_text() == expected
+    assert f"{report['train_samples']} samples" in page.locator("#verification").inner_text()
+    page.screenshot(path=str(artifacts / "05-verification.png"), full_page=True)
+    no_stack_trace(page)
 
 
 def _bad_zip() -> bytes:

@@ -409,9 +409,8 @@ function renderVerification(v) {
   const box = $("verification");
   if (!v) { box.hidden = true; return; }
   const head = el("h3", { text: "Verification against a held-out model" });
-  if (v.status !== "done" || v.protection === null || v.protection === undefined) {
-    const why = v.status !== "done" ? "Skipped: " : "No verdict: ";
-    box.replaceChildren(head, el("p", { class: "note", id: "verification-reason", text: why + (v.reason || "") }));
+  if (v.status !== "done") {
+    box.replaceChildren(head, el("p", { class: "note", id: "verification-reason", text: "Skipped: " + (v.reason || "") }));
     box.hidden = false;
     return;
   }
@@ -427,6 +426,8 @@ function renderVerification(v) {
       `tested on ${v.test_samples} held-out clean samples. Trained on the clean samples it scores ${pct(v.acc_clean_trained)}; ` +
       `the most common answer alone scores ${pct(v.floor)}. Protection 100 % = the protected copy taught nothing.` }),
     table, el("p", { class: "note", text: v.note || "" }));
+  if (v.protection === null || v.protection === undefined)  // the victim did not learn the task from clean data either
+    box.append(el("p", { class: "problem", id: "verification-reason", text: "No verdict: " + (v.reason || "") }));
   box.hidden = false;
 }
 
