@@ -123,12 +123,12 @@ def verify_protection(
 
     victim = resolve_verify_victim(config)
     n = len(answers)
+    if n < MIN_TRAIN + MIN_TEST:
+        return skipped(f"{n} samples are too few for a held-out check (need at least {MIN_TRAIN + MIN_TEST})",
+                       victim=victim)
     if not closed_answers(answers):
         return skipped("the answers are open-ended (captions or free text), so a victim's exact-match accuracy "
                        "says nothing; evaluate such data with `mmguard evaluate` and a metric of your own",
-                       victim=victim)
-    if n < MIN_TRAIN + MIN_TEST:
-        return skipped(f"{n} samples are too few for a held-out check (need at least {MIN_TRAIN + MIN_TEST})",
                        victim=victim)
     train_at, test_at = split_indices(n, config.verify_samples, config.seed)
     recipe = VictimRecipe(epochs=config.verify_epochs)

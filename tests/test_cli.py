@@ -60,6 +60,19 @@ def test_protect_folder_to_zip_end_to_end(vqa_folder, tmp_path):
     assert report["loss_curve"]["shared"]
 
 
+def test_protect_with_verification_prints_it(vqa_folder, tmp_path):
+    report_path = tmp_path / "report.json"
+    result = mmguard("protect", vqa_folder, "-o", tmp_path / "out", "--report", report_path, *FAST, "--verify",
+                     "--verify-victim", "cnn")
+    assert result.returncode == 0, result.stderr
+    # 12 samples cannot be split into a training part and a held-out test part: said, not hidden
+    assert "verification (cnn) skipped: 12 samples are too few" in result.stdout
+    assert json.loads(report_path.read_text())["verification"]["status"] == "skipped"
+    refused = mmguard("protect", vqa_folder, "-o", tmp_path / "out2", *FAST, "--verify", "--verify-victim", "zoo:nope")
+    assert refused.returncode == 2 and "verify_victim: unknown zoo family 'nope'" in refused.stderr
+    assert not (tmp_path / "out2").exists()
+
+
 def test_evaluate_prints_protection(vqa_folder, tmp_path):
     protected = tmp_path / "p"
     assert mmguard("protect", vqa_folder, "-o", protected, *FAST).returncode == 0
