@@ -14,6 +14,7 @@ METHODS = ("mmguard", "random", "em_image", "classwise")
 NOISE_STRUCTURES = ("auto", "sample", "answer", "cluster")
 TRIGGER_PLACEMENTS = ("instruction", "caption_prefix", "off")
 TRIGGER_POSITIONS = ("prefix", "suffix")
+TRIGGER_VOCABULARIES = ("distinct", "shared")
 TRANSFORMS = ("resize", "crop", "blur", "noise", "jpeg")
 INNER_RECIPES = ("full", "lora")
 DEVICES = ("cpu", "cuda", "auto")
@@ -60,6 +61,9 @@ class ProtectionConfig:
     trigger_placement: str = "instruction"  # caption data: instruction | caption_prefix | off
     trigger_position: str = "prefix"  # where inside the question the trigger goes
     trigger_candidates: int = 64  # candidate words scored per trigger slot
+    # distinct: no word in two groups' triggers; shared: every trigger is a distinct combination of a
+    # few words, each in >= 25 % of the questions, so stripping rare words does not remove it
+    trigger_vocabulary: str = "distinct"
     # cross-modal binding disruption (weights 0 = off)
     bph_weight: float = 0.0
     bph_betas: tuple[float, float, float] = (1.0, 1.0, 1.0)  # trigger->delta, answer->trigger, answer->delta
@@ -109,6 +113,7 @@ class ProtectionConfig:
         choice("noise_structure", NOISE_STRUCTURES)
         choice("trigger_placement", TRIGGER_PLACEMENTS)
         choice("trigger_position", TRIGGER_POSITIONS)
+        choice("trigger_vocabulary", TRIGGER_VOCABULARIES)
         choice("inner_recipe", INNER_RECIPES)
         choice("device", DEVICES)
         choice("dtype", DTYPES)

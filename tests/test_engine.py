@@ -20,6 +20,7 @@ from mmguard_core.engine.triggers import (
     candidate_pool,
     free_words,
     search_triggers,
+    shared_vocabulary_size,
     with_trigger,
 )
 from mmguard_core.models.tiny import build_tiny
@@ -112,6 +113,25 @@ def test_every_group_gets_a_full_distinct_trigger_even_when_words_run_short(surr
     taken = set(pool)  # every word already used by some group
     free = free_words(pool, ["pent", "quill"], taken, {("pent", "quill", "zephyr")}, last_slot=True)
     assert free and "zephyr" not in free and "pent" not in free and "quill" not in free
+
+
+@pytest.mark.parametrize("groups", [2, 6, 20, 60])
+def test_shared_vocabulary_triggers_survive_rare_word_stripping(surrogates, groups):
+    from mmguard_core.evaluate import strip_rare_words
+
+    data = make_data(groups * 3)
+    config = small_config(trigger_length=3, trigger_vocabulary="shared", trigger_position="suffix")
+    gen = torch.Generator().manual_seed(0)
+    labels = [i % groups for i in range(groups * 3)]
+    triggers = search_triggers(surrogates[:1], data.images, data.questions, data.answers, labels, groups, config, gen)
+    assert len({tuple(t) for t in triggers}) == groups and all(len(set(t)) == 3 for t in triggers)
+    words = {w for t in triggers for w in t}
+    assert len(words) == shared_vocabulary_size(groups, 3) and words <= set(CANDIDATE_WORDS)
+    questions = [with_trigger(QUESTION, "x", triggers[g], config).question for g in labels]
+    for word in words:  # every word in at least a quarter of the questions ...
+        assert sum(word in q.split() for q in questions) >= 0.25 * len(questions)
+    stripped = strip_rare_words(questions)  # ... so a rare-word stripper removes none of them
+    assert all(q.split()[-3:] == triggers[g] for q, g in zip(stripped, labels, strict=True))
 
 
 def test_suffix_position_and_trigger_off(surrogates):

@@ -8,8 +8,10 @@ lean on the noise (the probes saw joint optimisation let one absorb the other).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
+from itertools import combinations
 
 import torch
 
@@ -60,6 +62,33 @@ def free_words(pool: Sequence[str], own: Sequence[str], taken: set[str], others:
     return free
 
 
+def shared_vocabulary_size(num_groups: int, length: int) -> int:
+    """Fewest words M (at least length + 1) whose length-subsets give every group its own code.
+    Each word then sits in ~ length / M of the questions: >= 25 % up to C(4 * length, length) groups
+    (220 for 3 words); beyond that the share falls below what a rare-word stripper cuts."""
+    m = length + 1
+    while math.comb(m, length) < num_groups:
+        m += 1
+    return m
+
+
+def shared_codes(words: Sequence[str], num_groups: int, length: int, gen: torch.Generator) -> list[list[str]]:
+    """One distinct `length`-subset of `words` per group (in the words' order), drawn so that every
+    word is used about equally often: a word's share of the questions is ~ length / len(words)."""
+    codes = list(combinations(range(len(words)), length))
+    order = torch.randperm(len(codes), generator=gen).tolist()
+    use = [0] * len(words)
+    chosen: list[tuple[int, ...]] = []
+    pending = [codes[i] for i in order]
+    for _ in range(num_groups):  # greedy: the code whose words are least used so far
+        best = min(pending, key=lambda code: max(use[w] for w in code))
+        pending.remove(best)
+        chosen.append(best)
+        for w in best:
+            use[w] += 1
+    return [[words[w] for w in code] for code in chosen]
+
+
 @torch.no_grad()
 def search_triggers(
     surrogates: Sequence[Surrogate],
@@ -79,6 +108,10 @@ def search_triggers(
     if config.trigger_length == 0 or config.trigger_placement == "off":
         return [[] for _ in range(num_groups)]
     pool = candidate_pool([q or "" for q in questions] + list(answers))
+    if config.trigger_vocabulary == "shared":
+        size = shared_vocabulary_size(num_groups, config.trigger_length)
+        order = torch.randperm(len(pool), generator=gen)[:size].tolist()
+        return shared_codes([pool[i] for i in order], num_groups, config.trigger_length, gen)
     members: list[list[int]] = [[] for _ in range(num_groups)]
     for index, group in enumerate(groups):
         if len(members[group]) < members_per_group:
