@@ -13,7 +13,7 @@ from typing import Any
 METHODS = ("mmguard", "random", "em_image", "classwise")
 NOISE_STRUCTURES = ("auto", "sample", "answer", "cluster")
 TRIGGER_PLACEMENTS = ("instruction", "caption_prefix", "off")
-TRIGGER_POSITIONS = ("prefix", "suffix")
+TRIGGER_POSITIONS = ("prefix", "suffix", "both")
 TRIGGER_VOCABULARIES = ("distinct", "shared")
 TRANSFORMS = ("resize", "crop", "blur", "noise", "jpeg")
 INNER_RECIPES = ("full", "lora")
@@ -59,7 +59,9 @@ class ProtectionConfig:
     # text trigger
     trigger_length: int = 3  # words; 0 turns the trigger off (3 beat 2 in the probe: docs/method.md)
     trigger_placement: str = "instruction"  # caption data: instruction | caption_prefix | off
-    trigger_position: str = "prefix"  # where inside the question the trigger goes
+    # where the trigger goes in the question: "both" (before and after it) beat "prefix" on the held-out
+    # victim, 0.97 vs 0.20, and matched "suffix" (docs/method.md, trigger ablation)
+    trigger_position: str = "both"
     trigger_candidates: int = 64  # candidate words scored per trigger slot
     # distinct: no word in two groups' triggers; shared: every trigger is a distinct combination of a
     # few words, each in >= 25 % of the questions, so stripping rare words does not remove it

@@ -20,6 +20,7 @@ from mmguard_core.engine.triggers import (
     candidate_pool,
     free_words,
     search_triggers,
+    shared_codes,
     shared_vocabulary_size,
     with_trigger,
 )
@@ -116,28 +117,46 @@ def test_every_group_gets_a_full_distinct_trigger_even_when_words_run_short(surr
 
 
 @pytest.mark.parametrize("groups", [2, 6, 20, 60])
-def test_shared_vocabulary_triggers_survive_rare_word_stripping(surrogates, groups):
-    from mmguard_core.evaluate import strip_rare_words
+def test_shared_vocabulary_triggers_survive_both_strippers(surrogates, groups):
+    from mmguard_core.engine.trigger_words import SHARED_WORDS
+    from mmguard_core.evaluate import strip_out_of_vocabulary, strip_rare_words
 
     data = make_data(groups * 3)
     config = small_config(trigger_length=3, trigger_vocabulary="shared", trigger_position="suffix")
     gen = torch.Generator().manual_seed(0)
     labels = [i % groups for i in range(groups * 3)]
     triggers = search_triggers(surrogates[:1], data.images, data.questions, data.answers, labels, groups, config, gen)
-    assert len({tuple(t) for t in triggers}) == groups and all(len(set(t)) == 3 for t in triggers)
+    assert len({frozenset(t) for t in triggers}) == groups and all(len(set(t)) == 3 for t in triggers)
     words = {w for t in triggers for w in t}
-    assert len(words) == shared_vocabulary_size(groups, 3) and words <= set(CANDIDATE_WORDS)
+    assert len(words) == shared_vocabulary_size(groups, 3) and words <= set(SHARED_WORDS)
     questions = [with_trigger(QUESTION, "x", triggers[g], config).question for g in labels]
     for word in words:  # every word in at least a quarter of the questions ...
         assert sum(word in q.split() for q in questions) >= 0.25 * len(questions)
-    stripped = strip_rare_words(questions)  # ... so a rare-word stripper removes none of them
-    assert all(q.split()[-3:] == triggers[g] for q, g in zip(stripped, labels, strict=True))
+    # ... so a rare-word stripper removes none of them, and they are ordinary vocabulary
+    for stripped in (strip_rare_words(questions), strip_out_of_vocabulary(questions)):
+        assert all(q.split()[-3:] == triggers[g] for q, g in zip(stripped, labels, strict=True))
 
 
-def test_suffix_position_and_trigger_off(surrogates):
+def test_shared_codes_are_far_apart_and_use_words_evenly():
+    gen = torch.Generator().manual_seed(1)
+    first, second = shared_codes(list("abcdef"), 2, 3, gen)
+    assert not set(first) & set(second)  # two groups: nothing in common
+    codes = shared_codes(list("abcdef"), 6, 3, gen)
+    uses = [sum(w in c for c in codes) for w in "abcdef"]
+    assert len({frozenset(c) for c in codes}) == 6 and max(uses) - min(uses) <= 1  # every word equally frequent
+    many = shared_codes([f"w{i}" for i in range(30)], 50, 3, gen)  # too many codes to spread: drawn
+    assert len({tuple(c) for c in many}) == 50
+
+
+def test_trigger_positions_and_trigger_off(surrogates):
     prompt = with_trigger("what is it ?", "red", ["pent"], small_config(trigger_position="suffix"))
     assert prompt.question == "what is it ? pent"
     assert prompt.question[slice(*prompt.trigger_span)] == "pent"
+    prompt = with_trigger("what is it ?", "red", ["pent", "quill"], small_config(trigger_position="prefix"))
+    assert prompt.question == "pent quill what is it ?" and prompt.trigger_span == (0, 10)
+    prompt = with_trigger("what is it ?", "red", ["pent", "quill"], small_config(trigger_position="both"))
+    assert prompt.question == "pent quill what is it ? pent quill"
+    assert prompt.trigger_span == (24, 34) and prompt.question[24:] == "pent quill"  # the copy by the answer
     data = make_data()
     config = small_config(trigger_length=0)
     out = protect_shard(data, learn_shared(data, surrogates, config), surrogates, config)

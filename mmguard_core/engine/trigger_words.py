@@ -21,3 +21,11 @@ vault anchor banner compass dial emblem falcon gazelle ibis jackal koala lynx ma
 osprey puffin quail robin stork tern viper walrus yak badger condor dingo egret ferret gecko
 hyena iguana llama moose narwhal ocelot panda salmon tapir urchin vole weasel zebu
 """.split()
+
+# Shared-vocabulary triggers (trigger_vocabulary="shared") combine a few of these: everyday filler
+# words that any ordinary-English vocabulary keeps and that do not change what a question asks, so
+# neither a rare-word nor an out-of-vocabulary stripper removes them (every one is in the zoo's
+# common_words.txt, so the zoo models know them).
+SHARED_WORDS: list[str] = """
+just also well still again so then here together almost very too only such
+""".split()

@@ -17,7 +17,7 @@ import torch
 
 from mmguard_core.config import ProtectionConfig
 from mmguard_core.engine.ensemble import Surrogate, to_device
-from mmguard_core.engine.trigger_words import CANDIDATE_WORDS
+from mmguard_core.engine.trigger_words import CANDIDATE_WORDS, SHARED_WORDS
 from mmguard_core.models.base import Prompt
 
 CAPTION_INSTRUCTION = "describe the image ."
@@ -40,6 +40,9 @@ def with_trigger(question: str | None, answer: str, words: Sequence[str], config
     text = prompt.question
     if config.trigger_position == "prefix":
         return Prompt(f"{trigger} {text}", answer, (0, len(trigger)))
+    if config.trigger_position == "both":  # the span marks the copy next to the answer
+        start = len(trigger) + 1 + len(text) + 1
+        return Prompt(f"{trigger} {text} {trigger}", answer, (start, start + len(trigger)))
     start = len(text) + 1
     return Prompt(f"{text} {trigger}", answer, (start, start + len(trigger)))
 
@@ -63,30 +66,57 @@ def free_words(pool: Sequence[str], own: Sequence[str], taken: set[str], others:
 
 
 def shared_vocabulary_size(num_groups: int, length: int) -> int:
-    """Fewest words M (at least length + 1) whose length-subsets give every group its own code.
-    Each word then sits in ~ length / M of the questions: >= 25 % up to C(4 * length, length) groups
-    (220 for 3 words); beyond that the share falls below what a rare-word stripper cuts."""
-    m = length + 1
+    """M words whose length-subsets give every group its own code: at least 2 * length (room for
+    codes that differ in more than one word), more when the groups need it. Each word then sits in
+    ~ length / M of the questions: >= 25 % while M <= 4 * length (up to 220 groups for 3 words);
+    beyond that the share falls below what a rare-word stripper cuts."""
+    m = max(2 * length, length + 1)
     while math.comb(m, length) < num_groups:
         m += 1
     return m
 
 
+MAX_CODE_SEARCH = 2000  # above this many possible codes, draw them at random instead of spreading them
+
+
 def shared_codes(words: Sequence[str], num_groups: int, length: int, gen: torch.Generator) -> list[list[str]]:
-    """One distinct `length`-subset of `words` per group (in the words' order), drawn so that every
-    word is used about equally often: a word's share of the questions is ~ length / len(words)."""
-    codes = list(combinations(range(len(words)), length))
+    """One distinct `length`-subset of `words` per group (in the words' order). Greedy: each next
+    code is the one farthest (fewest shared words) from the codes chosen so far, then the one whose
+    words are least used -- codes that differ in several words are easier to tell apart, and even
+    use keeps every word frequent."""
+    n = len(words)
+    if math.comb(n, length) > MAX_CODE_SEARCH:
+        chosen_set: set[tuple[int, ...]] = set()
+        while len(chosen_set) < num_groups:
+            chosen_set.add(tuple(sorted(torch.randperm(n, generator=gen)[:length].tolist())))
+        return [[words[w] for w in code] for code in sorted(chosen_set)]
+    codes = [frozenset(c) for c in combinations(range(n), length)]
     order = torch.randperm(len(codes), generator=gen).tolist()
-    use = [0] * len(words)
-    chosen: list[tuple[int, ...]] = []
     pending = [codes[i] for i in order]
-    for _ in range(num_groups):  # greedy: the code whose words are least used so far
-        best = min(pending, key=lambda code: max(use[w] for w in code))
+    use = [0] * n
+    chosen: list[frozenset[int]] = []
+    for _ in range(num_groups):
+        best = min(pending, key=lambda code: (max((len(code & c) for c in chosen), default=0),
+                                              sum(use[w] for w in code)))
         pending.remove(best)
         chosen.append(best)
         for w in best:
             use[w] += 1
-    return [[words[w] for w in code] for code in chosen]
+    return [[words[w] for w in sorted(code)] for code in chosen]
+
+
+def shared_pool(texts: Sequence[str], size: int, gen: torch.Generator) -> list[str]:
+    """`size` words for shared codes: the filler words absent from the dataset's text, topped up
+    with rare candidates when the dataset uses too many of them."""
+    used = {w for text in texts for w in WORD.findall(text.lower())}
+    common = [w for w in SHARED_WORDS if w not in used]
+    order = torch.randperm(len(common), generator=gen).tolist()
+    words = [common[i] for i in order[:size]]
+    if len(words) < size:
+        rare = candidate_pool(texts)
+        extra = torch.randperm(len(rare), generator=gen)[: size - len(words)].tolist()
+        words += [rare[i] for i in extra]
+    return words
 
 
 @torch.no_grad()
@@ -107,11 +137,11 @@ def search_triggers(
     images)."""
     if config.trigger_length == 0 or config.trigger_placement == "off":
         return [[] for _ in range(num_groups)]
-    pool = candidate_pool([q or "" for q in questions] + list(answers))
+    texts = [q or "" for q in questions] + list(answers)
     if config.trigger_vocabulary == "shared":
-        size = shared_vocabulary_size(num_groups, config.trigger_length)
-        order = torch.randperm(len(pool), generator=gen)[:size].tolist()
-        return shared_codes([pool[i] for i in order], num_groups, config.trigger_length, gen)
+        words = shared_pool(texts, shared_vocabulary_size(num_groups, config.trigger_length), gen)
+        return shared_codes(words, num_groups, config.trigger_length, gen)
+    pool = candidate_pool(texts)
     members: list[list[int]] = [[] for _ in range(num_groups)]
     for index, group in enumerate(groups):
         if len(members[group]) < members_per_group:

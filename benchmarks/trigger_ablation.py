@@ -1,0 +1,99 @@
+"""Trigger ablation: where the trigger goes and which words it uses, against white- and black-box
+victims, with and without the rare-word-stripping attacker.
+
+    .venv/bin/python benchmarks/trigger_ablation.py                       # the rows of docs/method.md
+    .venv/bin/python benchmarks/trigger_ablation.py --variants suffix-shared --seeds 0,1,2
+
+Each variant is a set of ProtectionConfig overrides on top of --preset. The benchmark's easy
+code-word colour task (benchmarks/common.py) is protected once per variant and protection seed
+(--protect-seeds), then every victim is fine-tuned per victim seed (--seeds) on the clean split, on
+the protected split, and on the protected split after each --countermeasures entry, and scored on
+the clean test split (mmguard_core.evaluate). Prints one line per (variant, victim, condition) with
+the per-run protections and their mean; writes OUT (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from benchmarks.common import write_task  # noqa: E402
+from mmguard_core.config import preset  # noqa: E402
+from mmguard_core.data import load_dataset  # noqa: E402
+from mmguard_core.evaluate import VictimRecipe, evaluate_protection  # noqa: E402
+from mmguard_core.pipeline import run_protection  # noqa: E402
+
+VARIANTS: dict[str, dict] = {
+    "prefix-distinct": {"trigger_position": "prefix", "trigger_vocabulary": "distinct"},
+    "suffix-distinct": {"trigger_position": "suffix", "trigger_vocabulary": "distinct"},
+    "suffix-shared": {"trigger_position": "suffix", "trigger_vocabulary": "shared"},
+    "prefix-shared": {"trigger_position": "prefix", "trigger_vocabulary": "shared"},
+    "both-distinct": {"trigger_position": "both", "trigger_vocabulary": "distinct"},
+    "suffix-distinct-1word": {"trigger_position": "suffix", "trigger_length": 1},
+    "suffix-distinct-5words": {"trigger_position": "suffix", "trigger_length": 5},
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", default="prefix-distinct,suffix-distinct,suffix-shared")
+    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--train", type=int, default=500)
+    parser.add_argument("--test", type=int, default=200)
+    parser.add_argument("--task", default="easy")
+    parser.add_argument("--ensemble", default="llava,qwen2_vl,idefics3")
+    parser.add_argument("--victims", default="zoo:llava,zoo:paligemma", help="first = white-box")
+    parser.add_argument("--seeds", default="0,1", help="victim fine-tuning seeds")
+    parser.add_argument("--protect-seeds", default="0", help="protection seeds (trigger words, noise)")
+    parser.add_argument("--countermeasures", default="strip_rare")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/trigger_ablation.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    conditions = ["none", *[c for c in args.countermeasures.split(",") if c]]
+    results: dict = {"setup": vars(args) | {"out": str(args.out)}, "rows": []}
+    with tempfile.TemporaryDirectory(prefix="mmguard-ablation-") as scratch:
+        scratch = Path(scratch)
+        train_dir, test_dir = write_task(scratch, args.task, args.train, args.test)
+        clean, test = load_dataset(train_dir, work_dir=scratch), load_dataset(test_dir, work_dir=scratch)
+        for name in args.variants.split(","):
+            for protect_seed in (int(s) for s in args.protect_seeds.split(",")):
+                config = preset(args.preset, surrogates=[f"zoo:{f}" for f in args.ensemble.split(",")],
+                                seed=protect_seed, verify=False, **VARIANTS[name])
+                out = scratch / f"{name}-{protect_seed}"
+                t0 = time.perf_counter()
+                report = run_protection(train_dir, out, config)
+                protected = load_dataset(out, work_dir=scratch)
+                triggers = (report["groups"] or {}).get("triggers")
+                print(f"{name} (protection seed {protect_seed}): protected in {time.perf_counter() - t0:.0f} s, "
+                      f"triggers {triggers}", flush=True)
+                for victim in args.victims.split(","):
+                    result = evaluate_protection(clean, protected, test, victim, VictimRecipe(), seeds,
+                                                 countermeasures=conditions)
+                    for key, entry in result["conditions"].items():
+                        values = [r["protection"] for r in entry["runs"]]
+                        kept = [v for v in values if v is not None]
+                        mean = statistics.fmean(kept) if kept else None
+                        print(f"  {victim:15s} {key:11s} protection per victim seed "
+                              f"{[None if v is None else round(v, 3) for v in values]} mean "
+                              f"{'n/a' if mean is None else f'{mean:.3f}'}", flush=True)
+                        results["rows"].append({"variant": name, "protect_seed": protect_seed, "victim": victim,
+                                                "condition": key, "runs": entry["runs"], "mean": mean,
+                                                "triggers": triggers})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=str))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
