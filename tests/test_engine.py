@@ -92,7 +92,7 @@ def test_trigger_goes_into_the_question_and_answers_are_untouched(surrogates):
     per_answer = {}
     for question, answer, trigger in zip(out.prompts_question, data.answers, out.triggers, strict=True):
         assert trigger and len(trigger.split()) == 2
-        assert question == f"{trigger} {QUESTION}"
+        assert question == f"{trigger} {QUESTION} {trigger}"  # default position: both
         assert all(word in CANDIDATE_WORDS for word in trigger.split())
         per_answer.setdefault(answer, set()).add(trigger)
     # one trigger per answer, different answers different triggers
@@ -175,7 +175,7 @@ def test_caption_trigger_placement(surrogates, placement):
         if placement == "off":
             assert trigger is None and question is None and answer == original
         elif placement == "instruction":
-            assert question == f"{trigger} {CAPTION_INSTRUCTION}" and answer == original
+            assert question == f"{trigger} {CAPTION_INSTRUCTION} {trigger}" and answer == original
         else:
             assert question is None and answer == f"{trigger} {original}"
 
