@@ -339,12 +339,12 @@ def load_victim(spec: str, zoo_size: str, device: str = "cpu"):
 
 
 def train_and_score(victim_spec: str, train: Split, test: Split, recipe: VictimRecipe, seed: int,
-                    zoo_size: str, augment: Callable | None = None) -> float:
+                    zoo_size: str, augment: Callable | None = None, device: str = "cpu") -> float:
     """Fresh victim, fine-tuned on `train` with `recipe`, exact-match accuracy on `test`."""
     from mmguard_core.victims import make_victim
 
     torch.manual_seed(seed)
-    victim = make_victim(victim_spec, zoo_size)
+    victim = make_victim(victim_spec, zoo_size, device=device)
     victim.finetune(train.images, train.prompts(), epochs=recipe.epochs, lr=recipe.lr,
                     batch_size=recipe.batch_size, recipe=recipe.recipe, freeze_vision=recipe.freeze_vision,
                     seed=seed, augment=augment)

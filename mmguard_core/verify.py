@@ -111,6 +111,7 @@ def verify_protection(
     should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """The job report's `verification` section (see the module docstring)."""
+    from mmguard_core.engine.ensemble import resolve_device
     from mmguard_core.evaluate import (
         COUNTERMEASURES,
         Split,
@@ -122,6 +123,7 @@ def verify_protection(
     )
 
     victim = resolve_verify_victim(config)
+    device = resolve_device(config.device)
     n = len(answers)
     if n < MIN_TRAIN + MIN_TEST:
         return skipped(f"{n} samples are too few for a held-out check (need at least {MIN_TRAIN + MIN_TEST})",
@@ -151,11 +153,11 @@ def verify_protection(
                 progress(step, len(plan), f"verifying: {victim} ({'clean' if name == 'clean' else 'protected'}"
                                           f"{'' if name in ('clean', 'none') else ', ' + name})")
             if name == "clean":
-                accuracy[name] = train_and_score(victim, clean, test, recipe, seed, config.zoo_size)
+                accuracy[name] = train_and_score(victim, clean, test, recipe, seed, config.zoo_size, device=device)
                 continue
             images, qs, augment = apply_countermeasure(name, protected.images, protected.questions, seed)
             accuracy[name] = train_and_score(victim, Split(images, qs, protected.answers), test, recipe, seed,
-                                             config.zoo_size, augment)
+                                             config.zoo_size, augment, device=device)
     finally:
         torch.set_rng_state(torch_rng)
     if progress:
