@@ -38,6 +38,8 @@ VARIANTS: dict[str, dict] = {
     "suffix-shared": {"trigger_position": "suffix", "trigger_vocabulary": "shared"},
     "prefix-shared": {"trigger_position": "prefix", "trigger_vocabulary": "shared"},
     "both-distinct": {"trigger_position": "both", "trigger_vocabulary": "distinct"},
+    "both-shared": {"trigger_position": "both", "trigger_vocabulary": "shared"},
+    "both-distinct-5words": {"trigger_position": "both", "trigger_length": 5},
     "suffix-distinct-1word": {"trigger_position": "suffix", "trigger_length": 1},
     "suffix-distinct-5words": {"trigger_position": "suffix", "trigger_length": 5},
 }
