@@ -63,9 +63,10 @@ class ProtectionConfig:
     # victim, 0.97 vs 0.20, and matched "suffix" (docs/method.md, trigger ablation)
     trigger_position: str = "both"
     trigger_candidates: int = 64  # candidate words scored per trigger slot
-    # distinct: no word in two groups' triggers; shared: every trigger is a distinct combination of a
-    # few words, each in >= 25 % of the questions, so stripping rare words does not remove it
-    trigger_vocabulary: str = "distinct"
+    # shared: every trigger is a distinct combination of a few everyday words, each in >= 25 % of the
+    # questions, so neither a rare-word nor a vocabulary stripper removes it (docs/method.md: 0.0-0.2
+    # -> 0.15-1.0 under stripping, same on the held-out victim); distinct: no word in two triggers
+    trigger_vocabulary: str = "shared"
     # cross-modal binding disruption (weights 0 = off)
     bph_weight: float = 0.0
     bph_betas: tuple[float, float, float] = (1.0, 1.0, 1.0)  # trigger->delta, answer->trigger, answer->delta

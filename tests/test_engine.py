@@ -14,7 +14,7 @@ from mmguard_core.engine.protect import (
     learn_shared,
     protect_shard,
 )
-from mmguard_core.engine.trigger_words import CANDIDATE_WORDS
+from mmguard_core.engine.trigger_words import CANDIDATE_WORDS, SHARED_WORDS
 from mmguard_core.engine.triggers import (
     CAPTION_INSTRUCTION,
     candidate_pool,
@@ -33,7 +33,7 @@ QUESTION = "what color is the shape ?"
 
 @pytest.fixture(scope="module")
 def surrogates():
-    words = [*COLOURS, *QUESTION.split(), *CAPTION_INSTRUCTION.split(), "a", "square", *CANDIDATE_WORDS]
+    words = [*COLOURS, *QUESTION.split(), *CAPTION_INSTRUCTION.split(), "a", "square", *CANDIDATE_WORDS, *SHARED_WORDS]
     tokenizer = build_word_tokenizer(words)
     out = []
     for family in ("llava", "qwen2_vl"):
@@ -83,9 +83,10 @@ def test_every_method_keeps_the_bound_on_saved_bytes(surrogates, method):
     assert changed == len(out.images)
 
 
-def test_trigger_goes_into_the_question_and_answers_are_untouched(surrogates):
+@pytest.mark.parametrize("vocabulary, words", [("shared", SHARED_WORDS), ("distinct", CANDIDATE_WORDS)])
+def test_trigger_goes_into_the_question_and_answers_are_untouched(surrogates, vocabulary, words):
     data = make_data()
-    config = small_config(trigger_length=2)
+    config = small_config(trigger_length=2, trigger_vocabulary=vocabulary)
     shared = learn_shared(data, surrogates, config)
     out = protect_shard(data, shared, surrogates, config)
     assert out.answers == data.answers
@@ -93,7 +94,7 @@ def test_trigger_goes_into_the_question_and_answers_are_untouched(surrogates):
     for question, answer, trigger in zip(out.prompts_question, data.answers, out.triggers, strict=True):
         assert trigger and len(trigger.split()) == 2
         assert question == f"{trigger} {QUESTION} {trigger}"  # default position: both
-        assert all(word in CANDIDATE_WORDS for word in trigger.split())
+        assert all(word in words for word in trigger.split())
         per_answer.setdefault(answer, set()).add(trigger)
     # one trigger per answer, different answers different triggers
     assert all(len(t) == 1 for t in per_answer.values())
@@ -104,7 +105,7 @@ def test_every_group_gets_a_full_distinct_trigger_even_when_words_run_short(surr
     # 6 groups x 3 words from 4 candidates per slot (the old fixed pool of 4 left groups without
     # triggers); and more groups than words: words are shared but no two triggers are equal
     data = make_data(12)
-    config = small_config(trigger_length=3, trigger_candidates=4)
+    config = small_config(trigger_length=3, trigger_candidates=4, trigger_vocabulary="distinct")
     gen = torch.Generator().manual_seed(0)
     triggers = search_triggers(surrogates[:1], data.images, data.questions, data.answers, [i % 6 for i in range(12)],
                                6, config, gen)
@@ -118,7 +119,6 @@ def test_every_group_gets_a_full_distinct_trigger_even_when_words_run_short(surr
 
 @pytest.mark.parametrize("groups", [2, 6, 20, 60])
 def test_shared_vocabulary_triggers_survive_both_strippers(surrogates, groups):
-    from mmguard_core.engine.trigger_words import SHARED_WORDS
     from mmguard_core.evaluate import strip_out_of_vocabulary, strip_rare_words
 
     data = make_data(groups * 3)

@@ -87,6 +87,7 @@ def test_owner_flow_end_to_end(page, server: dict, tiny_zip: Path, artifacts: Pa
     page.fill("#opt-epsilon", "8/255")
     page.fill("#opt-trigger-length", "2")
     page.select_option("#opt-trigger-placement", "instruction")
+    page.select_option("#opt-trigger-vocabulary", "distinct")
     page.fill("#opt-surrogates", "zoo:llava")
     page.select_option("#opt-verify", "on")
     extra = {k: v for k, v in TINY_CONFIG.items() if k != "surrogates"}

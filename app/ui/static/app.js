@@ -261,6 +261,7 @@ function advancedConfig() {
   if (length) config.trigger_length = Number(length);
   if ($("opt-trigger-placement").value) config.trigger_placement = $("opt-trigger-placement").value;
   if ($("opt-trigger-position").value) config.trigger_position = $("opt-trigger-position").value;
+  if ($("opt-trigger-vocabulary").value) config.trigger_vocabulary = $("opt-trigger-vocabulary").value;
   const surrogates = $("opt-surrogates").value.split(",").map((s) => s.trim()).filter(Boolean);
   if (surrogates.length) config.surrogates = surrogates;
   if ($("opt-verify").value) config.verify = $("opt-verify").value === "on";
