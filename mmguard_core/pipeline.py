@@ -200,6 +200,7 @@ def build_report(dataset: Dataset, data: ShardInput, shard: ShardOutput, shared:
         "trigger": {
             "placement": config.trigger_placement if config.trigger_length else "off",
             "position": config.trigger_position,
+            "vocabulary": config.trigger_vocabulary,
             "length": config.trigger_length,
             "samples_with_trigger": sum(1 for t in shard.triggers if t),
         },
