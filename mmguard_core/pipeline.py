@@ -152,7 +152,7 @@ def verify_job(data: ShardInput, shard: ShardOutput, config: ProtectionConfig, p
 
     try:
         return verify_protection(data.images, data.questions, data.answers, shard.images, shard.prompts_question,
-                                 config, progress=progress, should_stop=should_stop)
+                                 config, protected_answers=shard.answers, progress=progress, should_stop=should_stop)
     except VerificationCancelled as exc:
         raise ProtectionCancelled("cancelled") from exc
 

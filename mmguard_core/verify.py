@@ -107,10 +107,12 @@ def verify_protection(
     protected_questions: Sequence[str | None],
     config: ProtectionConfig,
     *,
+    protected_answers: Sequence[str] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
-    """The job report's `verification` section (see the module docstring)."""
+    """The job report's `verification` section (see the module docstring). `protected_answers`
+    (default: `answers`) are the answers as written, which differ only with caption_prefix triggers."""
     from mmguard_core.engine.ensemble import resolve_device
     from mmguard_core.evaluate import (
         COUNTERMEASURES,
@@ -138,7 +140,8 @@ def verify_protection(
                  for img in (protected_images[i] for i in train_at)]
     test = Split([clean_images[i] for i in test_at], [questions[i] for i in test_at], [answers[i] for i in test_at])
     clean = Split([clean_images[i] for i in train_at], [questions[i] for i in train_at], [answers[i] for i in train_at])
-    protected = Split(to_tensor, [protected_questions[i] for i in train_at], [answers[i] for i in train_at])
+    written = answers if protected_answers is None else protected_answers
+    protected = Split(to_tensor, [protected_questions[i] for i in train_at], [written[i] for i in train_at])
     floor = majority_rate(test.answers)
     plan = ["clean", "none", *VERIFY_COUNTERMEASURES]
     seed = config.seed

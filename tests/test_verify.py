@@ -117,6 +117,16 @@ def test_a_copy_that_teaches_nothing_scores_high():
     assert "protection" in line and "JPEG q75" in line
 
 
+def test_answers_as_written_are_what_the_attacker_trains_on():
+    # caption_prefix puts the trigger in the answer: the protected copy teaches "pent apple", which is
+    # never the clean test answer -- the check must train on the answers as written to see that
+    images, _, answers = colour_task(150, seed=0)
+    written = [f"pent {a}" for a in answers]
+    result = verify_protection(images, [None] * 150, answers, as_uint8(images), [None] * 150,
+                               ProtectionConfig(**CNN), protected_answers=written)
+    assert result["acc_protected_trained"] == 0.0 and result["protection"] == 1.0
+
+
 def test_open_ended_and_tiny_data_are_skipped_with_a_reason():
     images, questions, _ = colour_task(60, seed=1)
     captions = [f"a picture with {i} things" for i in range(60)]
