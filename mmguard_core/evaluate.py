@@ -242,6 +242,29 @@ def strip_out_of_vocabulary(questions: Sequence[str | None], vocabulary: set[str
     return out
 
 
+def strip_repeated_words(questions: Sequence[str | None]) -> list[str | None]:
+    """Keep the first occurrence of each word in a question and drop the repeats: an attacker who
+    noticed the same words at both ends of every question (our default trigger placement) removes
+    one copy without knowing the words; ordinary questions lose a repeated "the" at most."""
+    out = []
+    for q in questions:
+        if not q:
+            out.append(q)
+            continue
+        seen: set[str] = set()
+
+        def once(match: re.Match, seen: set[str] = seen) -> str:
+            word = match.group().lower()
+            if word in seen:
+                return ""
+            seen.add(word)
+            return match.group()
+
+        kept = _WORD_RE.sub(once, q)
+        out.append(re.sub(r"\s+([?.!,;:])", r"\1", re.sub(r"\s+", " ", kept)).strip())
+    return out
+
+
 # --------------------------------------------------------------------------- the registry
 
 @dataclass(frozen=True)
@@ -265,6 +288,7 @@ COUNTERMEASURES: dict[str, Countermeasure] = {c.name: c for c in (
     Countermeasure("augment", "random crop + flip (training)", augment=random_crop_flip),
     Countermeasure("strip_rare", "strip words in < 25 % of questions", questions=strip_rare_words),
     Countermeasure("strip_vocab", "strip words outside a common vocabulary", questions=strip_out_of_vocabulary),
+    Countermeasure("strip_repeats", "strip words repeated within a question", questions=strip_repeated_words),
 )}
 
 

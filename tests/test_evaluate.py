@@ -30,6 +30,7 @@ from mmguard_core.evaluate import (
     raw_protection,
     strip_out_of_vocabulary,
     strip_rare_words,
+    strip_repeated_words,
 )
 from mmguard_core.models.base import Prompt
 from mmguard_core.victims import BowCNNVictim, make_victim
@@ -135,6 +136,13 @@ def test_strip_rare_words_removes_rare_keeps_common():
     assert out[0] == "what color is the shape?"
     assert "object" in out[9] and "picture" in out[9]  # 3/12 = 25 % >= 20 %: kept
     assert all("zephyr" not in q and "quill" not in q for q in out)
+
+
+def test_strip_repeated_words_removes_the_second_copy_of_a_trigger():
+    questions = ["just also well what color is the shape? just also well", "what is the color of the object?", None]
+    assert strip_repeated_words(questions) == ["just also well what color is the shape?",
+                                               "what is the color of object?", None]
+    assert strip_repeated_words(["what color is it?"]) == ["what color is it?"]  # nothing repeated: unchanged
 
 
 def test_strip_out_of_vocabulary_removes_trigger_words_only():
