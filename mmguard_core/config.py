@@ -13,7 +13,7 @@ from typing import Any
 METHODS = ("mmguard", "random", "em_image", "classwise")
 NOISE_STRUCTURES = ("auto", "sample", "answer", "cluster")
 TRIGGER_PLACEMENTS = ("instruction", "caption_prefix", "off")
-TRIGGER_POSITIONS = ("prefix", "suffix", "both")
+TRIGGER_POSITIONS = ("prefix", "suffix", "both", "split")
 TRIGGER_VOCABULARIES = ("distinct", "shared")
 TRANSFORMS = ("resize", "crop", "blur", "noise", "jpeg")
 INNER_RECIPES = ("full", "lora")

@@ -157,7 +157,15 @@ def test_trigger_positions_and_trigger_off(surrogates):
     prompt = with_trigger("what is it ?", "red", ["pent", "quill"], small_config(trigger_position="both"))
     assert prompt.question == "pent quill what is it ? pent quill"
     assert prompt.trigger_span == (24, 34) and prompt.question[24:] == "pent quill"  # the copy by the answer
+    prompt = with_trigger("what is it ?", "red", ["pent", "quill"], small_config(trigger_position="split"))
+    assert prompt.question == "pent what is it ? quill" and prompt.question[slice(*prompt.trigger_span)] == "quill"
     data = make_data()
+    config = small_config(trigger_position="split", trigger_length=2)  # other words on each side
+    out = protect_shard(data, learn_shared(data, surrogates, config), surrogates, config)
+    for question, trigger in zip(out.prompts_question, out.triggers, strict=True):
+        words = trigger.split()
+        assert len(words) == 4 and len(set(words)) == 4
+        assert question == f"{' '.join(words[:2])} {QUESTION} {' '.join(words[2:])}"
     config = small_config(trigger_length=0)
     out = protect_shard(data, learn_shared(data, surrogates, config), surrogates, config)
     assert out.prompts_question == data.questions and not any(out.triggers)

@@ -31,7 +31,7 @@ from mmguard_core.engine import noise
 from mmguard_core.engine.ensemble import Surrogate, protection_loss
 from mmguard_core.engine.grouping import Grouping, choose_structure
 from mmguard_core.engine.transforms import apply_random
-from mmguard_core.engine.triggers import base_prompt, search_triggers, with_trigger
+from mmguard_core.engine.triggers import base_prompt, search_triggers, trigger_words_needed, with_trigger
 
 Progress = Callable[[int, int, str], None]
 StopCheck = Callable[[], bool]
@@ -172,7 +172,7 @@ def learn_shared(
     patterns = noise.init_patterns(num_groups, grid, bound, gen)
     shared_steps = config.shared_steps if structure != "sample" else 0
 
-    total = shared_steps + num_groups * config.trigger_length
+    total = shared_steps + num_groups * trigger_words_needed(config)
     done = 0
     curve: list[float] = []
     started = time.perf_counter()

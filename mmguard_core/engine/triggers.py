@@ -40,11 +40,21 @@ def with_trigger(question: str | None, answer: str, words: Sequence[str], config
     text = prompt.question
     if config.trigger_position == "prefix":
         return Prompt(f"{trigger} {text}", answer, (0, len(trigger)))
-    if config.trigger_position == "both":  # the span marks the copy next to the answer
+    if config.trigger_position == "split" and len(words) > 1:  # first half before, second half after
+        half = len(words) // 2
+        before, after = " ".join(words[:half]), " ".join(words[half:])
+        start = len(before) + 1 + len(text) + 1
+        return Prompt(f"{before} {text} {after}", answer, (start, start + len(after)))
+    if config.trigger_position in ("both", "split"):  # the span marks the copy next to the answer
         start = len(trigger) + 1 + len(text) + 1
         return Prompt(f"{trigger} {text} {trigger}", answer, (start, start + len(trigger)))
     start = len(text) + 1
     return Prompt(f"{text} {trigger}", answer, (start, start + len(trigger)))
+
+
+def trigger_words_needed(config: ProtectionConfig) -> int:
+    """Words per group: `trigger_length`, twice that for "split" (other words on each side)."""
+    return config.trigger_length * (2 if config.trigger_position == "split" else 1)
 
 
 def candidate_pool(texts: Sequence[str]) -> list[str]:
@@ -138,9 +148,10 @@ def search_triggers(
     if config.trigger_length == 0 or config.trigger_placement == "off":
         return [[] for _ in range(num_groups)]
     texts = [q or "" for q in questions] + list(answers)
+    length = trigger_words_needed(config)
     if config.trigger_vocabulary == "shared":
-        words = shared_pool(texts, shared_vocabulary_size(num_groups, config.trigger_length), gen)
-        return shared_codes(words, num_groups, config.trigger_length, gen)
+        words = shared_pool(texts, shared_vocabulary_size(num_groups, length), gen)
+        return shared_codes(words, num_groups, length, gen)
     pool = candidate_pool(texts)
     members: list[list[int]] = [[] for _ in range(num_groups)]
     for index, group in enumerate(groups):
@@ -148,8 +159,8 @@ def search_triggers(
             members[group].append(index)
     triggers: list[list[str]] = [[] for _ in range(num_groups)]
     taken: set[str] = set()
-    for slot in range(config.trigger_length):
-        last_slot = slot == config.trigger_length - 1
+    for slot in range(length):
+        last_slot = slot == length - 1
         for group in range(num_groups):
             if should_stop and should_stop():
                 return triggers
