@@ -59,6 +59,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epsilon", help="L-inf bound, e.g. 8/255 (default) or 0.03")
     parser.add_argument("--trigger-length", type=int, help="trigger words (0 = no trigger)")
     parser.add_argument("--trigger-placement", choices=["instruction", "caption_prefix", "off"])
+    parser.add_argument("--trigger-position", choices=["both", "prefix", "suffix", "split"],
+                        help="where the trigger goes in the question (default both: before and after it)")
+    parser.add_argument("--trigger-vocabulary", choices=["shared", "distinct"],
+                        help="shared everyday words (default; kept by word strippers) or distinct rare words")
     parser.add_argument("--noise-structure", choices=["auto", "sample", "answer", "cluster"])
     parser.add_argument("--surrogate", action="append", default=None, metavar="FAMILY:PATH",
                         help="a local checkpoint, e.g. llava:/models/llava-1.5-7b-hf, or zoo:FAMILY; repeatable")
@@ -82,6 +86,8 @@ def config_from_args(args: argparse.Namespace):
         "epsilon": parse_epsilon(args.epsilon) if args.epsilon is not None else None,
         "trigger_length": args.trigger_length,
         "trigger_placement": args.trigger_placement,
+        "trigger_position": getattr(args, "trigger_position", None),
+        "trigger_vocabulary": getattr(args, "trigger_vocabulary", None),
         "noise_structure": args.noise_structure,
         "surrogates": args.surrogate,
         "zoo_size": args.zoo_size,

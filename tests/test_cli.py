@@ -73,6 +73,20 @@ def test_protect_with_verification_prints_it(vqa_folder, tmp_path):
     assert not (tmp_path / "out2").exists()
 
 
+def test_trigger_design_flags_reach_the_config():
+    import argparse
+
+    from mmguard_core.cli_commands import add_config_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    config = config_from_args(parser.parse_args(["--trigger-position", "split", "--trigger-vocabulary", "distinct",
+                                                 "--no-verify"]))
+    assert (config.trigger_position, config.trigger_vocabulary, config.verify) == ("split", "distinct", False)
+    default = config_from_args(parser.parse_args([]))
+    assert (default.trigger_position, default.trigger_vocabulary, default.verify) == ("both", "shared", True)
+
+
 def test_evaluate_prints_protection(vqa_folder, tmp_path):
     protected = tmp_path / "p"
     assert mmguard("protect", vqa_folder, "-o", protected, *FAST).returncode == 0
