@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -83,8 +82,7 @@ def main() -> int:
                                                  countermeasures=conditions)
                     for key, entry in result["conditions"].items():
                         values = [r["protection"] for r in entry["runs"]]
-                        kept = [v for v in values if v is not None]
-                        mean = statistics.fmean(kept) if kept else None
+                        mean = entry["protection_mean"]  # over the runs that have a verdict
                         print(f"  {victim:15s} {key:11s} protection per victim seed "
                               f"{[None if v is None else round(v, 3) for v in values]} mean "
                               f"{'n/a' if mean is None else f'{mean:.3f}'}", flush=True)

@@ -208,10 +208,13 @@ def question_vocabulary(questions: Sequence[str | None]) -> Counter:
     return counts
 
 
+def tidy_spacing(text: str) -> str:
+    """One space between words and none before punctuation, after words were cut out."""
+    return re.sub(r"\s+([?.!,;:])", r"\1", re.sub(r"\s+", " ", text)).strip()
+
+
 def remove_words(question: str, drop: set[str]) -> str:
-    kept = _WORD_RE.sub(lambda m: "" if m.group().lower() in drop else m.group(), question)
-    kept = re.sub(r"\s+([?.!,;:])", r"\1", re.sub(r"\s+", " ", kept)).strip()
-    return kept
+    return tidy_spacing(_WORD_RE.sub(lambda m: "" if m.group().lower() in drop else m.group(), question))
 
 
 def strip_rare_words(questions: Sequence[str | None], min_fraction: float = 0.25) -> list[str | None]:
@@ -260,8 +263,7 @@ def strip_repeated_words(questions: Sequence[str | None]) -> list[str | None]:
             seen.add(word)
             return match.group()
 
-        kept = _WORD_RE.sub(once, q)
-        out.append(re.sub(r"\s+([?.!,;:])", r"\1", re.sub(r"\s+", " ", kept)).strip())
+        out.append(tidy_spacing(_WORD_RE.sub(once, q)))
     return out
 
 

@@ -21,7 +21,6 @@ so verification reports "skipped" with the reason instead of a number nobody sho
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 
 from mmguard_core.config import ConfigError, ProtectionConfig
-from mmguard_core.engine.grouping import normalise_answer
+from mmguard_core.engine.grouping import choose_structure
 
 VERIFY_COUNTERMEASURES = ("jpeg75", "downscale")
 MIN_TRAIN, MIN_TEST = 24, 12
@@ -66,7 +65,7 @@ def check_victim(config: ProtectionConfig) -> str:
     (ConfigError naming verify_victim), so a typo costs seconds, not a whole job."""
     victim = resolve_verify_victim(config)
     prefix, _, rest = victim.partition(":")
-    if victim == "cnn" or prefix == "cnn":
+    if prefix == "cnn":
         return victim
     from mmguard_core.models.registry import FAMILIES
 
@@ -82,10 +81,9 @@ def check_victim(config: ProtectionConfig) -> str:
 
 
 def closed_answers(answers: Sequence[str]) -> bool:
-    """Exact match is a meaningful score only when answers repeat (a closed answer set)."""
-    counts = Counter(normalise_answer(a) for a in answers)
-    repeated = sum(c for c in counts.values() if c >= 2)
-    return repeated >= 0.8 * len(answers) and len(counts) <= max(2, len(answers) // 4)
+    """Exact match is a meaningful score only when answers repeat (a closed answer set): the same
+    rule by which the engine groups such data per answer."""
+    return choose_structure("auto", answers) == "answer"
 
 
 def split_indices(n: int, max_train: int, seed: int) -> tuple[list[int], list[int]]:
@@ -119,6 +117,7 @@ def verify_protection(
         Split,
         VictimRecipe,
         apply_countermeasure,
+        from_uint8,
         majority_rate,
         protection_score,
         train_and_score,
@@ -136,12 +135,14 @@ def verify_protection(
                        victim=victim)
     train_at, test_at = split_indices(n, config.verify_samples, config.seed)
     recipe = VictimRecipe(epochs=config.verify_epochs)
-    to_tensor = [torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float() / 255
-                 for img in (protected_images[i] for i in train_at)]
-    test = Split([clean_images[i] for i in test_at], [questions[i] for i in test_at], [answers[i] for i in test_at])
-    clean = Split([clean_images[i] for i in train_at], [questions[i] for i in train_at], [answers[i] for i in train_at])
+    def pick(values: Sequence, at: list[int]) -> list:
+        return [values[i] for i in at]
+
     written = answers if protected_answers is None else protected_answers
-    protected = Split(to_tensor, [protected_questions[i] for i in train_at], [written[i] for i in train_at])
+    test = Split(pick(clean_images, test_at), pick(questions, test_at), pick(answers, test_at))
+    clean = Split(pick(clean_images, train_at), pick(questions, train_at), pick(answers, train_at))
+    protected = Split([from_uint8(img) for img in pick(protected_images, train_at)],
+                      pick(protected_questions, train_at), pick(written, train_at))
     floor = majority_rate(test.answers)
     plan = ["clean", "none", *VERIFY_COUNTERMEASURES]
     seed = config.seed
