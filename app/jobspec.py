@@ -27,7 +27,7 @@ def build_config(
     else:
         config = ProtectionConfig.from_dict(fields)
     config.surrogates = [_allowed_model(spec, settings, "surrogates") for spec in config.surrogates]
-    if config.verify_victim not in ("auto", "cnn"):
+    if config.verify_victim != "auto" and config.verify_victim.partition(":")[0] != "cnn":  # cnn[:bow]: no files
         config.verify_victim = _allowed_model(config.verify_victim, settings, "verify_victim")
     return config, preset_name
 

@@ -41,6 +41,14 @@ def test_default_preset_is_balanced(client, owner: dict) -> None:
     assert job["preset"] is None and job["config"]["shared_steps"] == 3
 
 
+@pytest.mark.parametrize("victim", ["cnn", "cnn:bow", "zoo:paligemma"])
+def test_verify_victims_without_checkpoint_files_need_no_models_folder(client, owner: dict, victim: str) -> None:
+    response = client.post("/api/v1/jobs", headers=owner["headers"],
+                           json={"dataset_id": owner["dataset"], "config": {"verify_victim": victim}})
+    assert response.status_code == 202, response.text
+    assert response.json()["config"]["verify_victim"] == victim
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
