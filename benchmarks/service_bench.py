@@ -23,7 +23,7 @@ import zipfile
 from pathlib import Path
 
 import httpx
-from service_process import wait_healthy  # benchmarks/ is the script folder, so on sys.path
+from service_process import stop, wait_healthy  # benchmarks/ is the script folder, so on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -142,11 +142,7 @@ def main() -> int:
                   f"(job {job:.2f}s, engine in the worker {engine_worker:.2f}s)")
     finally:
         for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
         log.close()
         if args.deployed:  # drop this run's queue and bindings from Redis
             import redis

@@ -20,3 +20,12 @@ def wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 120) -> Non
             pass
         time.sleep(0.2)
     raise SystemExit("the service did not become healthy")
+
+
+def stop(proc: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not exited after `grace` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()

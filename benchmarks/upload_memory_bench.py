@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from service_process import wait_healthy  # benchmarks/ is the script folder, so on sys.path
+from service_process import stop, wait_healthy  # benchmarks/ is the script folder, so on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 MiB = 1024 * 1024
@@ -181,11 +181,7 @@ def main() -> int:
             sampler.stop.set()
             sampler.join()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()
 
     growth = (sampler.peak - baseline) / MiB
