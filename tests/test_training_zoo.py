@@ -149,6 +149,32 @@ def test_zoo_tokenizer_covers_generator_and_common_words():
     assert tok.unk_token_id not in ids
 
 
+def test_pretraining_fillers_keep_answers_and_use_only_filler_words():
+    from mmguard_core.models.base import Prompt
+
+    prompts = [Prompt(question="what color is the shape?", answer="red")] * 400 + [
+        Prompt(question=None, answer="a red circle")
+    ]
+    filled = zoo.with_fillers(prompts, 0.5, seed=7)
+    assert filled == zoo.with_fillers(prompts, 0.5, seed=7)  # seeded
+    assert zoo.with_fillers(prompts, 0.0, seed=7) == prompts
+    assert [p.answer for p in filled] == [p.answer for p in prompts]
+    assert filled[-1].question is None
+    changed = [p for p in filled[:-1] if p.question != "what color is the shape?"]
+    assert 0.4 < len(changed) / 400 < 0.6
+    allowed = set(zoo.filler_words())
+    for p in changed:
+        words = p.question.split()
+        added = list(words)
+        for original in "what color is the shape?".split():
+            added.remove(original)
+        assert 1 <= len(added) <= 3 and set(added) <= allowed
+    everyday = {w for p in changed for w in p.question.split()} & {"just", "also", "well", "still"}
+    assert everyday  # the shared trigger vocabulary is among the fillers
+    assert set(zoo.filler_words()) <= set(zoo.zoo_words())
+    assert zoo.PLANS["small"].filler_rate > 0 and zoo.PLANS["test"].filler_rate == 0
+
+
 def test_zoo_test_size_builds_caches_and_reloads(tmp_path, monkeypatch):
     events = []
     paths = zoo.build_zoo(

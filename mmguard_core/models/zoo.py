@@ -99,13 +99,22 @@ class PretrainPlan:
     Qwen2-VL at 0.84). Shape / count / position / texture stay near chance at the "small" budget
     (each needs hundreds more steps). `image_sizes`: the sizes the corpus is drawn at, in equal
     shares (the adapters resize to their input size); `eval_n`: clean test samples per task for
-    the report."""
+    the report.
+
+    `filler_rate`: the share of pretraining questions that get one to three words inserted at random
+    places (`filler_words`: the everyday words of the shared trigger vocabulary and the rare trigger
+    candidates) with the answer unchanged. Real LVLMs have read these words in every context and
+    learned that they do not change what is asked; a zoo model that never saw them holds its random
+    initial embeddings for them, and how fast it then learns a trigger made of them is an accident of
+    its seed (measured: the trigger alone protected LLaVA pretraining seed 0 at 0.74, seed 1 at 0.07).
+    Pretraining with fillers makes the benchmark victims meet the trigger words as a real model would."""
 
     stages: tuple[Stage, ...]
     batch_size: int = 32
     image_sizes: tuple[Any, ...] = (32,)
     contrast: tuple[float, float] = (0.3, 1.0)
     eval_n: int = 100
+    filler_rate: float = 0.0
 
     @property
     def steps(self) -> int:
@@ -140,6 +149,7 @@ PLANS: dict[str, PretrainPlan] = {
         batch_size=32,
         image_sizes=(32, 32, 48, (40, 32)),
         eval_n=100,
+        filler_rate=0.5,
     ),
     # not measured yet (64 px models, a few M parameters)
     "base": PretrainPlan(
@@ -150,6 +160,7 @@ PLANS: dict[str, PretrainPlan] = {
         batch_size=32,
         image_sizes=(64, 64, 48, (80, 64)),
         eval_n=100,
+        filler_rate=0.5,
     ),
 }
 
@@ -175,6 +186,40 @@ def _candidate_words() -> list[str]:
     except ImportError:
         return []
     return [str(w).lower() for w in CANDIDATE_WORDS]
+
+
+def filler_words() -> list[str]:
+    """Words the pretraining inserts into questions without changing the answer (PretrainPlan.filler_rate)."""
+    return list(dict.fromkeys([*_shared_words(), *_candidate_words()]))
+
+
+def with_fillers(prompts: Sequence[Prompt], rate: float, seed: int) -> list[Prompt]:
+    """`rate` of the prompts get 1-3 filler words at random word positions of the question; the
+    everyday words are drawn as often as all rare candidates together (real text is mostly those)."""
+    if rate <= 0:
+        return list(prompts)
+    rng = np.random.default_rng(seed)
+    everyday = _shared_words()
+    rare = [w for w in filler_words() if w not in set(everyday)]
+    out = []
+    for prompt in prompts:
+        if prompt.question is None or rng.random() >= rate:
+            out.append(prompt)
+            continue
+        words = prompt.question.split()
+        for _ in range(int(rng.integers(1, 4))):
+            pool = everyday if (not rare or rng.random() < 0.5) else rare
+            words.insert(int(rng.integers(0, len(words) + 1)), pool[int(rng.integers(0, len(pool)))])
+        out.append(Prompt(question=" ".join(words), answer=prompt.answer))
+    return out
+
+
+def _shared_words() -> list[str]:
+    try:
+        from mmguard_core.engine.trigger_words import SHARED_WORDS
+    except ImportError:
+        return []
+    return [str(w).lower() for w in SHARED_WORDS]
 
 
 def zoo_words() -> list[str]:
@@ -234,7 +279,8 @@ def pretraining_corpus(
             k += 1
     if k > _STAGE_SEED_STRIDE:
         raise ValueError("zoo plan: too many (task, size) parts in one stage for its seed range")
-    return images_to_tensors([s.image for s in samples]), samples_to_prompts(samples, seed=base)
+    prompts = with_fillers(samples_to_prompts(samples, seed=base), plan.filler_rate, seed=base + 1)
+    return images_to_tensors([s.image for s in samples]), prompts
 
 
 def _evaluate(adapter: LVLMAdapter, plan: PretrainPlan, seed: int) -> dict[str, float]:
