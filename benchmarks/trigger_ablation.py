@@ -41,6 +41,12 @@ VARIANTS: dict[str, dict] = {
     "both-distinct-5words": {"trigger_position": "both", "trigger_length": 5},
     "suffix-distinct-1word": {"trigger_position": "suffix", "trigger_length": 1},
     "suffix-distinct-5words": {"trigger_position": "suffix", "trigger_length": 5},
+    "both-shared-8words": {"trigger_position": "both", "trigger_length": 8},
+    # the trigger race (engine/trigger_race.py): 8 whole assignments, the one a simulated attacker learns best
+    "race8": {"trigger_trials": 8},
+    "race8-distinct": {"trigger_trials": 8, "trigger_vocabulary": "distinct"},
+    # the image noise alone
+    "noise-only": {"trigger_length": 0},
 }
 
 
@@ -56,6 +62,7 @@ def main() -> int:
     parser.add_argument("--seeds", default="0,1", help="victim fine-tuning seeds")
     parser.add_argument("--protect-seeds", default="0", help="protection seeds (trigger words, noise)")
     parser.add_argument("--countermeasures", default="strip_rare")
+    parser.add_argument("--zoo-size", default="small", help="zoo the surrogates and zoo victims come from")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/trigger_ablation.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -69,7 +76,7 @@ def main() -> int:
         for name in args.variants.split(","):
             for protect_seed in (int(s) for s in args.protect_seeds.split(",")):
                 config = preset(args.preset, surrogates=[f"zoo:{f}" for f in args.ensemble.split(",")],
-                                seed=protect_seed, verify=False, **VARIANTS[name])
+                                seed=protect_seed, verify=False, zoo_size=args.zoo_size, **VARIANTS[name])
                 out = scratch / f"{name}-{protect_seed}"
                 t0 = time.perf_counter()
                 report = run_protection(train_dir, out, config)
@@ -79,7 +86,7 @@ def main() -> int:
                       f"triggers {triggers}", flush=True)
                 for victim in args.victims.split(","):
                     result = evaluate_protection(clean, protected, test, victim, VictimRecipe(), seeds,
-                                                 countermeasures=conditions)
+                                                 zoo_size=args.zoo_size, countermeasures=conditions)
                     for key, entry in result["conditions"].items():
                         values = [r["protection"] for r in entry["runs"]]
                         mean = entry["protection_mean"]  # over the runs that have a verdict

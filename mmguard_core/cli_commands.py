@@ -63,10 +63,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the trigger goes in the question (default both: before and after it)")
     parser.add_argument("--trigger-vocabulary", choices=["shared", "distinct"],
                         help="shared everyday words (default; kept by word strippers) or distinct rare words")
+    parser.add_argument("--trigger-trials", type=int, metavar="N",
+                        help="race N trigger assignments in a simulated attack and keep the one it learns "
+                             "least from (default 1: no race)")
     parser.add_argument("--noise-structure", choices=["auto", "sample", "answer", "cluster"])
     parser.add_argument("--surrogate", action="append", default=None, metavar="FAMILY:PATH",
                         help="a local checkpoint, e.g. llava:/models/llava-1.5-7b-hf, or zoo:FAMILY; repeatable")
-    parser.add_argument("--zoo-size", choices=["test", "small"], help="tiny zoo size for zoo surrogates")
+    parser.add_argument("--zoo-size", choices=["test", "small", "small-fillers"], help="tiny zoo size for zoo surrogates")
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"])
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
@@ -88,6 +91,7 @@ def config_from_args(args: argparse.Namespace):
         "trigger_placement": args.trigger_placement,
         "trigger_position": getattr(args, "trigger_position", None),
         "trigger_vocabulary": getattr(args, "trigger_vocabulary", None),
+        "trigger_trials": getattr(args, "trigger_trials", None),
         "noise_structure": args.noise_structure,
         "surrogates": args.surrogate,
         "zoo_size": args.zoo_size,
@@ -211,7 +215,7 @@ def register(subparsers) -> None:
     zoo = subparsers.add_parser("zoo", help="the offline tiny surrogate zoo")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", metavar="ACTION")
     build = zoo_sub.add_parser("build", help="pretrain and cache the tiny zoo models")
-    build.add_argument("--size", choices=["test", "small"], default="small")
+    build.add_argument("--size", choices=["test", "small", "small-fillers"], default="small")
     build.add_argument("--family", action="append", help="only this family (repeatable)")
     build.add_argument("--cache-dir", type=Path, default=os.environ.get("MMGUARD_CACHE_DIR"))
     build.add_argument("--seed", type=int, default=0)
@@ -233,7 +237,7 @@ def register_evaluate(subparsers) -> None:
     parser.add_argument("--protected-train", type=Path, required=True)
     parser.add_argument("--test", type=Path, required=True, help="clean test split")
     parser.add_argument("--victim", default="zoo:llava", help="zoo:FAMILY[@SEED], FAMILY:PATH or cnn (the non-transformer VQA model)")
-    parser.add_argument("--zoo-size", choices=["test", "small"], default="small")
+    parser.add_argument("--zoo-size", choices=["test", "small", "small-fillers"], default="small")
     parser.add_argument("--recipe", choices=["full", "lora"], default="full")
     parser.add_argument("--freeze-vision", action="store_true")
     parser.add_argument("--epochs", type=float, default=3.0)

@@ -19,7 +19,7 @@ TRANSFORMS = ("resize", "crop", "blur", "noise", "jpeg")
 INNER_RECIPES = ("full", "lora")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
-ZOO_SIZES = ("test", "small")
+ZOO_SIZES = ("test", "small", "small-fillers")
 
 
 class ConfigError(ValueError):
@@ -67,6 +67,11 @@ class ProtectionConfig:
     # questions, so neither a rare-word nor a vocabulary stripper removes it (docs/method.md: 0.0-0.2
     # -> 0.15-1.0 under stripping, same on the held-out victim); distinct: no word in two triggers
     trigger_vocabulary: str = "shared"
+    # > 1: that many whole trigger assignments (the searched one and seeded alternatives) are raced in a
+    # simulated attack -- a copy of each surrogate fine-tuned on the protected data with that assignment
+    # -- and the one after which the copies do worst on CLEAN samples is kept (bi-level for the words)
+    trigger_trials: int = 1
+    trigger_trial_steps: int = 30  # fine-tuning steps of each simulated attack in the race
     # cross-modal binding disruption (weights 0 = off)
     bph_weight: float = 0.0
     bph_betas: tuple[float, float, float] = (1.0, 1.0, 1.0)  # trigger->delta, answer->trigger, answer->delta
@@ -134,6 +139,8 @@ class ProtectionConfig:
         in_range("step_size", 1e-4, 1.0)
         in_range("trigger_length", 0, 8)
         in_range("trigger_candidates", 1, 100_000)
+        in_range("trigger_trials", 1, 64)
+        in_range("trigger_trial_steps", 1, 10_000)
         in_range("bph_weight", 0.0, 100.0)
         in_range("crs_weight", 0.0, 100.0)
         in_range("omega_patch_fraction", 0.01, 1.0)
@@ -143,7 +150,8 @@ class ProtectionConfig:
         in_range("seed", 0, 2**32 - 1)
         in_range("threads", 1, 256)
         for name in ("shared_steps", "sample_steps", "bilevel_rounds", "inner_steps", "num_clusters",
-                     "noise_scale", "trigger_length", "trigger_candidates", "batch_size", "seed", "threads"):
+                     "noise_scale", "trigger_length", "trigger_candidates", "trigger_trials",
+                     "trigger_trial_steps", "batch_size", "seed", "threads"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: {getattr(self, name)!r} must be a whole number")
         unknown = [t for t in self.eot_transforms if t not in TRANSFORMS]

@@ -203,6 +203,10 @@ def build_report(dataset: Dataset, data: ShardInput, shard: ShardOutput, shared:
             "vocabulary": config.trigger_vocabulary,
             "length": config.trigger_length,
             "samples_with_trigger": sum(1 for t in shard.triggers if t),
+            # trigger_trials > 1: each raced assignment's clean loss after the simulated attack (0 = searched)
+            "race": ({"clean_loss": shared.trigger_race,
+                      "pick": max(range(len(shared.trigger_race)), key=shared.trigger_race.__getitem__)}
+                     if shared.trigger_race else None),
         },
         "groups": groups,
         "summary": {

@@ -56,8 +56,19 @@ def test_protect_folder_to_zip_end_to_end(vqa_folder, tmp_path):
     assert report["summary"]["linf_max"] <= 8 / 255 + 1e-9
     assert report["summary"]["psnr_mean"] > 30
     assert len(report["images"]) == 12 and report["surrogates"] == ["zoo:llava", "zoo:qwen2_vl"]
-    assert report["trigger"]["samples_with_trigger"] == 12
+    assert report["trigger"]["samples_with_trigger"] == 12 and report["trigger"]["race"] is None
     assert report["loss_curve"]["shared"]
+
+
+def test_protect_with_a_trigger_race_reports_it(vqa_folder, tmp_path):
+    report_path = tmp_path / "report.json"
+    result = mmguard("protect", vqa_folder, "-o", tmp_path / "out", "--report", report_path, *FAST,
+                     "--trigger-trials", "2")
+    assert result.returncode == 0, result.stderr
+    race = json.loads(report_path.read_text())["trigger"]["race"]
+    assert len(race["clean_loss"]) == 2 and race["clean_loss"][race["pick"]] == max(race["clean_loss"])
+    bad = mmguard("protect", vqa_folder, "-o", tmp_path / "out2", *FAST, "--trigger-trials", "0")
+    assert bad.returncode == 2 and "trigger_trials" in bad.stderr and not (tmp_path / "out2").exists()
 
 
 def test_protect_with_verification_prints_it(vqa_folder, tmp_path):

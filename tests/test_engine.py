@@ -14,6 +14,7 @@ from mmguard_core.engine.protect import (
     learn_shared,
     protect_shard,
 )
+from mmguard_core.engine.trigger_race import alternative_triggers, race_triggers
 from mmguard_core.engine.trigger_words import CANDIDATE_WORDS, SHARED_WORDS
 from mmguard_core.engine.triggers import (
     CAPTION_INSTRUCTION,
@@ -201,6 +202,44 @@ def test_same_seed_same_result_and_shared_state_round_trips(surrogates, tmp_path
     a = protect_shard(data, first, surrogates, config)
     b = protect_shard(data, loaded, surrogates, config)
     assert all(np.array_equal(x, y) for x, y in zip(a.images, b.images, strict=True))
+
+
+@pytest.mark.parametrize("vocabulary", ["shared", "distinct"])
+def test_alternative_trigger_assignments(vocabulary):
+    data = make_data()
+    config = small_config(trigger_vocabulary=vocabulary)
+    first = alternative_triggers(data.questions, data.answers, 3, config, torch.Generator().manual_seed(1))
+    again = alternative_triggers(data.questions, data.answers, 3, config, torch.Generator().manual_seed(1))
+    other = alternative_triggers(data.questions, data.answers, 3, config, torch.Generator().manual_seed(2))
+    assert first == again and first != other
+    assert len(first) == 3 and len({tuple(t) for t in first}) == 3
+    allowed = set(SHARED_WORDS) | set(CANDIDATE_WORDS) if vocabulary == "shared" else set(CANDIDATE_WORDS)
+    for words in first:
+        assert len(words) == config.trigger_length == len(set(words)) and set(words) <= allowed
+        assert not set(words) & set(QUESTION.split())
+    if vocabulary == "distinct":
+        assert len({w for t in first for w in t}) == 3 * config.trigger_length
+
+
+def test_trigger_race_keeps_the_assignment_the_attacker_learns_least(surrogates, tmp_path):
+    data = make_data()
+    groups = [i % 3 for i in range(len(data.images))]
+    config = small_config(trigger_trial_steps=2)
+    gen = torch.Generator().manual_seed(0)
+    candidates = [alternative_triggers(data.questions, data.answers, 3, config, gen) for _ in range(3)]
+    kept, losses = race_triggers(surrogates, data, None, groups, candidates, config, torch.Generator())
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    assert kept == candidates[int(np.argmax(losses))]
+    assert race_triggers(surrogates, data, None, groups, candidates, config, torch.Generator()) == (kept, losses)
+    stopped = race_triggers(surrogates, data, None, groups, candidates, config, torch.Generator(),
+                            should_stop=lambda: True)
+    assert stopped == (candidates[0], [])
+
+    raced = learn_shared(data, surrogates, small_config(trigger_trials=2, trigger_trial_steps=2))
+    assert len(raced.trigger_race) == 2 and raced.triggers
+    raced.save(tmp_path / "shared")
+    assert SharedState.load(tmp_path / "shared").trigger_race == raced.trigger_race
+    assert learn_shared(data, surrogates, small_config()).trigger_race == []  # trials = 1: no race
 
 
 def test_shards_reuse_the_jobs_shared_patterns(surrogates):

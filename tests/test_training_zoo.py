@@ -172,7 +172,8 @@ def test_pretraining_fillers_keep_answers_and_use_only_filler_words():
     everyday = {w for p in changed for w in p.question.split()} & {"just", "also", "well", "still"}
     assert everyday  # the shared trigger vocabulary is among the fillers
     assert set(zoo.filler_words()) <= set(zoo.zoo_words())
-    assert zoo.PLANS["small"].filler_rate > 0 and zoo.PLANS["test"].filler_rate == 0
+    assert zoo.PLANS["small-fillers"].filler_rate > 0 and zoo.PLANS["small"].filler_rate == 0
+    assert zoo.PLANS["small-fillers"].stages == zoo.PLANS["small"].stages
 
 
 def test_zoo_test_size_builds_caches_and_reloads(tmp_path, monkeypatch):

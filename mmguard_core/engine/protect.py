@@ -31,6 +31,7 @@ from mmguard_core.engine import noise
 from mmguard_core.engine.ensemble import Surrogate, protection_loss
 from mmguard_core.engine.grouping import Grouping, choose_structure
 from mmguard_core.engine.transforms import apply_random
+from mmguard_core.engine.trigger_race import alternative_triggers, race_triggers
 from mmguard_core.engine.triggers import base_prompt, search_triggers, trigger_words_needed, with_trigger
 
 Progress = Callable[[int, int, str], None]
@@ -60,6 +61,7 @@ class SharedState:
     loss_curve: list[float] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=dict)  # seconds per stage
     forward_seconds: float = 0.0  # time inside surrogate forward/backward passes
+    trigger_race: list[float] = field(default_factory=list)  # clean loss per raced assignment (0 = searched)
 
     def save(self, folder: str | Path) -> None:
         from safetensors.torch import save_file
@@ -73,6 +75,7 @@ class SharedState:
             "loss_curve": self.loss_curve,
             "stages": self.stages,
             "forward_seconds": self.forward_seconds,
+            "trigger_race": self.trigger_race,
         }
         (folder / "shared.json").write_text(json.dumps(meta))
         if self.patterns is not None:
@@ -88,7 +91,7 @@ class SharedState:
         patterns = load_file(str(tensors))["patterns"] if tensors.exists() else None
         grouping = Grouping.from_dict(meta["grouping"]) if meta["grouping"] else None
         return cls(meta["method"], grouping, patterns, meta["triggers"], meta["loss_curve"],
-                   meta.get("stages", {}), meta.get("forward_seconds", 0.0))
+                   meta.get("stages", {}), meta.get("forward_seconds", 0.0), meta.get("trigger_race", []))
 
 
 @dataclass
@@ -215,16 +218,26 @@ def learn_shared(
         progress(done, total, "trigger search")
     started = time.perf_counter()
     t0 = time.perf_counter()
+    race: list[float] = []
     triggers = search_triggers(surrogates, data.images, data.questions, data.answers, groups, num_groups,
                                config, gen, should_stop=should_stop)
     clock.seconds += time.perf_counter() - t0
     _check(should_stop)
+    if config.trigger_trials > 1 and any(triggers):
+        if progress:
+            progress(done, total, "trigger race")
+        t0 = time.perf_counter()
+        candidates = [triggers] + [alternative_triggers(data.questions, data.answers, num_groups, config, gen)
+                                   for _ in range(config.trigger_trials - 1)]
+        triggers, race = race_triggers(surrogates, data, patterns if shared_steps else None, groups, candidates,
+                                       config, gen, should_stop=should_stop)
+        clock.seconds += time.perf_counter() - t0
     stages["trigger_search"] = time.perf_counter() - started
     stages["stopped_early"] = float(stopped_early)
     if progress:
         progress(total, total, "trigger search")
     kept = patterns.detach() if shared_steps else None
-    return SharedState(method, grouping, kept, triggers, curve, stages, clock.seconds)
+    return SharedState(method, grouping, kept, triggers, curve, stages, clock.seconds, race)
 
 
 def _converged(curve: list[float], config: ProtectionConfig, window: int = 5) -> bool:

@@ -23,6 +23,7 @@ benchmark's train/test data never coincide with the zoo's pretraining data.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -149,7 +150,6 @@ PLANS: dict[str, PretrainPlan] = {
         batch_size=32,
         image_sizes=(32, 32, 48, (40, 32)),
         eval_n=100,
-        filler_rate=0.5,
     ),
     # not measured yet (64 px models, a few M parameters)
     "base": PretrainPlan(
@@ -160,9 +160,11 @@ PLANS: dict[str, PretrainPlan] = {
         batch_size=32,
         image_sizes=(64, 64, 48, (80, 64)),
         eval_n=100,
-        filler_rate=0.5,
     ),
 }
+# the benchmark's second world: the "small" models pretrained on the same corpus with filler words in
+# half the questions, so they have learned the trigger vocabulary as words that change nothing
+PLANS["small-fillers"] = dataclasses.replace(PLANS["small"], filler_rate=0.5)
 
 _STAGE_SEED_STRIDE = 25  # data seeds of stage i: base + 25 * i + k (k < 25); evaluation: base + 80 + k
 _EVAL_SEED_OFFSET = 80
