@@ -42,6 +42,8 @@ VARIANTS: dict[str, dict] = {
     "suffix-distinct-1word": {"trigger_position": "suffix", "trigger_length": 1},
     "suffix-distinct-5words": {"trigger_position": "suffix", "trigger_length": 5},
     "both-shared-8words": {"trigger_position": "both", "trigger_length": 8},
+    "split-mixed": {"trigger_position": "split", "trigger_vocabulary": "mixed"},
+    "both-mixed": {"trigger_position": "both", "trigger_vocabulary": "mixed"},
     # the trigger race (engine/trigger_race.py): 8 whole assignments, the one a simulated attacker learns best
     "race8": {"trigger_trials": 8},
     "race8-distinct": {"trigger_trials": 8, "trigger_vocabulary": "distinct"},

@@ -14,7 +14,7 @@ METHODS = ("mmguard", "random", "em_image", "classwise")
 NOISE_STRUCTURES = ("auto", "sample", "answer", "cluster")
 TRIGGER_PLACEMENTS = ("instruction", "caption_prefix", "off")
 TRIGGER_POSITIONS = ("prefix", "suffix", "both", "split")
-TRIGGER_VOCABULARIES = ("distinct", "shared")
+TRIGGER_VOCABULARIES = ("distinct", "shared", "mixed")
 TRANSFORMS = ("resize", "crop", "blur", "noise", "jpeg")
 INNER_RECIPES = ("full", "lora")
 DEVICES = ("cpu", "cuda", "auto")
@@ -66,6 +66,8 @@ class ProtectionConfig:
     # shared: every trigger is a distinct combination of a few everyday words, each in >= 25 % of the
     # questions, so neither a rare-word nor a vocabulary stripper removes it (docs/method.md: 0.0-0.2
     # -> 0.15-1.0 under stripping, same on the held-out victim); distinct: no word in two triggers
+    # mixed: `trigger_length` distinct rare words, then a shared code of `trigger_length` everyday words
+    # (with position "split": the rare words before the question, the everyday ones after it)
     trigger_vocabulary: str = "shared"
     # > 1: that many whole trigger assignments (the searched one and seeded alternatives) are raced in a
     # simulated attack -- a copy of each surrogate fine-tuned on the protected data with that assignment

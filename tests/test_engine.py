@@ -138,6 +138,30 @@ def test_shared_vocabulary_triggers_survive_both_strippers(surrogates, groups):
         assert all(q.split()[-3:] == triggers[g] for q, g in zip(stripped, labels, strict=True))
 
 
+def test_mixed_vocabulary_puts_rare_words_before_and_a_shared_code_after(surrogates):
+    from mmguard_core.evaluate import strip_rare_words, strip_repeated_words, tidy_spacing
+
+    groups = 6
+    data = make_data(groups * 3)
+    config = small_config(trigger_length=3, trigger_vocabulary="mixed", trigger_position="split")
+    labels = [i % groups for i in range(groups * 3)]
+    triggers = search_triggers(surrogates[:1], data.images, data.questions, data.answers, labels, groups, config,
+                               torch.Generator().manual_seed(0))
+    rare = [t[:3] for t in triggers]
+    codes = [t[3:] for t in triggers]
+    assert all(len(t) == 6 for t in triggers)
+    assert {w for r in rare for w in r} <= set(CANDIDATE_WORDS) and len({w for r in rare for w in r}) == 18
+    assert {w for c in codes for w in c} <= set(SHARED_WORDS) and len({frozenset(c) for c in codes}) == groups
+    questions = [with_trigger(QUESTION, "x", triggers[g], config).question for g in labels]
+    for q, g in zip(questions, labels, strict=True):
+        assert q == " ".join([*rare[g], QUESTION, *codes[g]])
+    # a rare-word stripper takes the rare words and leaves the shared code next to the answer;
+    # a repeated-word stripper finds nothing to take
+    for q, g in zip(strip_rare_words(questions), labels, strict=True):
+        assert q.split()[-3:] == codes[g] and not set(q.split()) & set(rare[g])
+    assert strip_repeated_words(questions) == [tidy_spacing(q) for q in questions]
+
+
 def test_shared_codes_are_far_apart_and_use_words_evenly():
     gen = torch.Generator().manual_seed(1)
     first, second = shared_codes(list("abcdef"), 2, 3, gen)

@@ -22,6 +22,7 @@ from mmguard_core.engine.ensemble import Surrogate, to_device
 from mmguard_core.engine.triggers import (
     base_prompt,
     candidate_pool,
+    distinct_words_needed,
     shared_codes,
     shared_pool,
     shared_vocabulary_size,
@@ -37,10 +38,14 @@ def alternative_triggers(questions: Sequence[str | None], answers: Sequence[str]
     """One seeded assignment from the configured vocabulary: shared codes over a freshly drawn word
     set, or distinct candidate words (no word in two groups while the pool lasts)."""
     texts = [q or "" for q in questions] + list(answers)
-    length = trigger_words_needed(config)
-    if config.trigger_vocabulary == "shared":
-        words = shared_pool(texts, shared_vocabulary_size(num_groups, length), gen)
-        return shared_codes(words, num_groups, length, gen)
+    length = distinct_words_needed(config)
+    code_length = trigger_words_needed(config) - length
+    codes: list[list[str]] = [[] for _ in range(num_groups)]
+    if code_length:
+        words = shared_pool(texts, shared_vocabulary_size(num_groups, code_length), gen)
+        codes = shared_codes(words, num_groups, code_length, gen)
+    if not length:
+        return codes
     pool = candidate_pool(texts)
     order = [pool[i] for i in torch.randperm(len(pool), generator=gen).tolist()]
     triggers: list[list[str]] = []
@@ -51,7 +56,7 @@ def alternative_triggers(questions: Sequence[str | None], answers: Sequence[str]
         while tuple(words) in seen:  # the pool wrapped around: reshuffle this group's words
             words = [order[i] for i in torch.randperm(len(order), generator=gen)[:length].tolist()]
         seen.add(tuple(words))
-        triggers.append(words)
+        triggers.append(words + codes[group])
     return triggers
 
 

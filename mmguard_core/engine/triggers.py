@@ -53,8 +53,16 @@ def with_trigger(question: str | None, answer: str, words: Sequence[str], config
 
 
 def trigger_words_needed(config: ProtectionConfig) -> int:
-    """Words per group: `trigger_length`, twice that for "split" (other words on each side)."""
-    return config.trigger_length * (2 if config.trigger_position == "split" else 1)
+    """Words per group: `trigger_length`, twice that for "split" (other words on each side) and for the
+    "mixed" vocabulary (rare words, then everyday ones)."""
+    double = config.trigger_position == "split" or config.trigger_vocabulary == "mixed"
+    return config.trigger_length * (2 if double else 1)
+
+
+def distinct_words_needed(config: ProtectionConfig) -> int:
+    """How many of a group's words are distinct rare words (the rest are a shared everyday code)."""
+    length = trigger_words_needed(config)
+    return {"shared": 0, "mixed": length // 2}.get(config.trigger_vocabulary, length)
 
 
 def candidate_pool(texts: Sequence[str]) -> list[str]:
@@ -148,10 +156,14 @@ def search_triggers(
     if config.trigger_length == 0 or config.trigger_placement == "off":
         return [[] for _ in range(num_groups)]
     texts = [q or "" for q in questions] + list(answers)
-    length = trigger_words_needed(config)
-    if config.trigger_vocabulary == "shared":
-        words = shared_pool(texts, shared_vocabulary_size(num_groups, length), gen)
-        return shared_codes(words, num_groups, length, gen)
+    length = distinct_words_needed(config)
+    code_length = trigger_words_needed(config) - length
+    codes = [[] for _ in range(num_groups)]
+    if code_length:
+        words = shared_pool(texts, shared_vocabulary_size(num_groups, code_length), gen)
+        codes = shared_codes(words, num_groups, code_length, gen)
+    if not length:
+        return codes
     pool = candidate_pool(texts)
     members: list[list[int]] = [[] for _ in range(num_groups)]
     for index, group in enumerate(groups):
@@ -175,7 +187,7 @@ def search_triggers(
             best = candidates[int(torch.argmin(scores))]
             triggers[group].append(best)
             taken.add(best)
-    return triggers
+    return [words + code for words, code in zip(triggers, codes, strict=True)]
 
 
 def _score_candidates(surrogates, images, questions, answers, members, prefix, candidates, config) -> torch.Tensor:
