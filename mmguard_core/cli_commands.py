@@ -62,8 +62,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trigger-position", choices=["both", "prefix", "suffix", "split"],
                         help="where the trigger goes in the question (default both: before and after it)")
     parser.add_argument("--trigger-vocabulary", choices=["shared", "distinct", "mixed"],
-                        help="shared everyday words (default; kept by word strippers), distinct rare words, "
-                             "or mixed (rare words, then everyday ones)")
+                        help="mixed (default: rare words, then everyday ones), shared everyday words (kept by word "
+                             "strippers) or distinct rare words")
     parser.add_argument("--trigger-trials", type=int, metavar="N",
                         help="race N trigger assignments in a simulated attack and keep the one it learns "
                              "least from (default 1: no race)")

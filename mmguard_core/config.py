@@ -64,11 +64,13 @@ class ProtectionConfig:
     trigger_position: str = "both"
     trigger_candidates: int = 64  # candidate words scored per trigger slot
     # shared: every trigger is a distinct combination of a few everyday words, each in >= 25 % of the
-    # questions, so neither a rare-word nor a vocabulary stripper removes it (docs/method.md: 0.0-0.2
-    # -> 0.15-1.0 under stripping, same on the held-out victim); distinct: no word in two triggers
-    # mixed: `trigger_length` distinct rare words, then a shared code of `trigger_length` everyday words
-    # (with position "split": the rare words before the question, the everyday ones after it)
-    trigger_vocabulary: str = "shared"
+    # questions, so neither a rare-word nor a vocabulary stripper removes it; distinct: no word in two
+    # triggers; mixed (default since the third session): `trigger_length` distinct rare words, then a
+    # shared code of `trigger_length` everyday words (with position "split": the rare words before the
+    # question, the everyday ones after it). docs/method.md: mixed protected held-out and gray-box
+    # victims best in both zoo worlds; rare words alone are stripped, everyday words alone are ignored
+    # by a model that learned them as fillers
+    trigger_vocabulary: str = "mixed"
     # > 1: that many whole trigger assignments (the searched one and seeded alternatives) are raced in a
     # simulated attack -- a copy of each surrogate fine-tuned on the protected data with that assignment
     # -- and the one after which the copies do worst on CLEAN samples is kept (bi-level for the words)
