@@ -138,6 +138,17 @@ def test_shared_vocabulary_triggers_survive_both_strippers(surrogates, groups):
         assert all(q.split()[-3:] == triggers[g] for q, g in zip(stripped, labels, strict=True))
 
 
+def test_trigger_search_stays_within_budget_for_many_groups():
+    # 500 answers x 3 words is over SEARCH_BUDGET: every word is drawn, so no surrogate is needed
+    groups = 500
+    data = make_data(groups)
+    config = small_config(trigger_length=3, trigger_vocabulary="distinct")
+    triggers = search_triggers([], data.images, data.questions, list(map(str, range(groups))), list(range(groups)),
+                               groups, config, torch.Generator().manual_seed(0))
+    assert len(triggers) == groups and all(len(t) == 3 == len(set(t)) for t in triggers)
+    assert len({tuple(t) for t in triggers}) == groups
+
+
 def test_mixed_vocabulary_puts_rare_words_before_and_a_shared_code_after(surrogates):
     from mmguard_core.evaluate import strip_rare_words, strip_repeated_words, tidy_spacing
 

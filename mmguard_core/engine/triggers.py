@@ -94,6 +94,12 @@ def shared_vocabulary_size(num_groups: int, length: int) -> int:
     return m
 
 
+# scored (group, slot, candidate) triples per job: 6 groups x 3 words x 64 candidates, about a minute
+# with three zoo surrogates on one CPU thread. With more groups each slot scores fewer candidates (at
+# least 1: then the word is drawn, not scored), so a dataset with thousands of answers costs no more
+# than a few minutes of search.
+SEARCH_BUDGET = 6 * 3 * 64
+
 MAX_CODE_SEARCH = 2000  # above this many possible codes, draw them at random instead of spreading them
 
 
@@ -151,8 +157,8 @@ def search_triggers(
     should_stop: Callable[[], bool] | None = None,
 ) -> list[list[str]]:
     """Greedy word-by-word search: for each slot and each group, the best of `trigger_candidates`
-    words drawn from the free ones, by the ensemble loss on a few of the group's samples (clean
-    images)."""
+    words drawn from the free ones (fewer when many groups share SEARCH_BUDGET), by the ensemble loss
+    on a few of the group's samples (clean images)."""
     if config.trigger_length == 0 or config.trigger_placement == "off":
         return [[] for _ in range(num_groups)]
     texts = [q or "" for q in questions] + list(answers)
@@ -171,6 +177,7 @@ def search_triggers(
             members[group].append(index)
     triggers: list[list[str]] = [[] for _ in range(num_groups)]
     taken: set[str] = set()
+    per_slot = max(1, min(config.trigger_candidates, SEARCH_BUDGET // max(1, num_groups * length)))
     for slot in range(length):
         last_slot = slot == length - 1
         for group in range(num_groups):
@@ -180,11 +187,14 @@ def search_triggers(
             free = free_words(pool, triggers[group], taken, others, last_slot)
             if not free or not members[group]:
                 continue
-            order = torch.randperm(len(free), generator=gen)[: config.trigger_candidates].tolist()
+            order = torch.randperm(len(free), generator=gen)[:per_slot].tolist()
             candidates = [free[i] for i in order]
-            scores = _score_candidates(surrogates, images, questions, answers, members[group],
-                                       triggers[group], candidates, config)
-            best = candidates[int(torch.argmin(scores))]
+            if len(candidates) == 1:  # over budget: drawn, not scored
+                best = candidates[0]
+            else:
+                scores = _score_candidates(surrogates, images, questions, answers, members[group],
+                                           triggers[group], candidates, config)
+                best = candidates[int(torch.argmin(scores))]
             triggers[group].append(best)
             taken.add(best)
     return [words + code for words, code in zip(triggers, codes, strict=True)]
