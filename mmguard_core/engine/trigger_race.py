@@ -23,10 +23,7 @@ from mmguard_core.engine.triggers import (
     base_prompt,
     candidate_pool,
     distinct_words_needed,
-    shared_codes,
-    shared_pool,
-    shared_vocabulary_size,
-    trigger_words_needed,
+    shared_code_part,
     with_trigger,
 )
 
@@ -39,11 +36,7 @@ def alternative_triggers(questions: Sequence[str | None], answers: Sequence[str]
     set, or distinct candidate words (no word in two groups while the pool lasts)."""
     texts = [q or "" for q in questions] + list(answers)
     length = distinct_words_needed(config)
-    code_length = trigger_words_needed(config) - length
-    codes: list[list[str]] = [[] for _ in range(num_groups)]
-    if code_length:
-        words = shared_pool(texts, shared_vocabulary_size(num_groups, code_length), gen)
-        codes = shared_codes(words, num_groups, code_length, gen)
+    codes = shared_code_part(texts, num_groups, config, gen)
     if not length:
         return codes
     pool = candidate_pool(texts)

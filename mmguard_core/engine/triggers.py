@@ -100,6 +100,17 @@ def shared_vocabulary_size(num_groups: int, length: int) -> int:
 # than a few minutes of search.
 SEARCH_BUDGET = 6 * 3 * 64
 
+def shared_code_part(texts: Sequence[str], num_groups: int, config: ProtectionConfig,
+                     gen: torch.Generator) -> list[list[str]]:
+    """Each group's shared everyday code: the whole trigger for "shared", its second half for
+    "mixed", empty lists for "distinct"."""
+    code_length = trigger_words_needed(config) - distinct_words_needed(config)
+    if not code_length:
+        return [[] for _ in range(num_groups)]
+    words = shared_pool(texts, shared_vocabulary_size(num_groups, code_length), gen)
+    return shared_codes(words, num_groups, code_length, gen)
+
+
 MAX_CODE_SEARCH = 2000  # above this many possible codes, draw them at random instead of spreading them
 
 
@@ -163,11 +174,7 @@ def search_triggers(
         return [[] for _ in range(num_groups)]
     texts = [q or "" for q in questions] + list(answers)
     length = distinct_words_needed(config)
-    code_length = trigger_words_needed(config) - length
-    codes = [[] for _ in range(num_groups)]
-    if code_length:
-        words = shared_pool(texts, shared_vocabulary_size(num_groups, code_length), gen)
-        codes = shared_codes(words, num_groups, code_length, gen)
+    codes = shared_code_part(texts, num_groups, config, gen)
     if not length:
         return codes
     pool = candidate_pool(texts)

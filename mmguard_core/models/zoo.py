@@ -182,12 +182,22 @@ def _common_words() -> list[str]:
     return words
 
 
-def _candidate_words() -> list[str]:
+def _trigger_words(name: str) -> list[str]:
+    """A word list of engine/trigger_words.py (CANDIDATE_WORDS or SHARED_WORDS), lower-cased; empty
+    when the engine is not importable."""
     try:
-        from mmguard_core.engine.trigger_words import CANDIDATE_WORDS
+        from mmguard_core.engine import trigger_words
     except ImportError:
         return []
-    return [str(w).lower() for w in CANDIDATE_WORDS]
+    return [str(w).lower() for w in getattr(trigger_words, name)]
+
+
+def _candidate_words() -> list[str]:
+    return _trigger_words("CANDIDATE_WORDS")
+
+
+def _shared_words() -> list[str]:
+    return _trigger_words("SHARED_WORDS")
 
 
 def filler_words() -> list[str]:
@@ -202,7 +212,8 @@ def with_fillers(prompts: Sequence[Prompt], rate: float, seed: int) -> list[Prom
         return list(prompts)
     rng = np.random.default_rng(seed)
     everyday = _shared_words()
-    rare = [w for w in filler_words() if w not in set(everyday)]
+    common = set(everyday)
+    rare = [w for w in filler_words() if w not in common]
     out = []
     for prompt in prompts:
         if prompt.question is None or rng.random() >= rate:
@@ -214,14 +225,6 @@ def with_fillers(prompts: Sequence[Prompt], rate: float, seed: int) -> list[Prom
             words.insert(int(rng.integers(0, len(words) + 1)), pool[int(rng.integers(0, len(pool)))])
         out.append(Prompt(question=" ".join(words), answer=prompt.answer))
     return out
-
-
-def _shared_words() -> list[str]:
-    try:
-        from mmguard_core.engine.trigger_words import SHARED_WORDS
-    except ImportError:
-        return []
-    return [str(w).lower() for w in SHARED_WORDS]
 
 
 def zoo_words() -> list[str]:
