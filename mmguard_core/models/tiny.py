@@ -48,18 +48,18 @@ class Dims:
         return self.t_hidden * 2
 
 
-DIMS: dict[str, Dims | None] = {
+DIMS: dict[str, Dims] = {
     "test": Dims(
         v_hidden=32, v_layers=1, v_heads=2, t_hidden=64, t_layers=2, t_heads=4, t_kv_heads=2, image=32
     ),
     "small": Dims(
         v_hidden=64, v_layers=2, v_heads=4, t_hidden=128, t_layers=2, t_heads=4, t_kv_heads=2, image=32
     ),
-    "small-fillers": None,  # the "small" model; only its pretraining text differs (zoo.PLANS)
     "base": Dims(
         v_hidden=128, v_layers=4, v_heads=4, t_hidden=256, t_layers=4, t_heads=4, t_kv_heads=2, image=64
     ),
 }
+DIMS["small-fillers"] = DIMS["small"]  # the same model; only its pretraining text differs (zoo.PLANS)
 
 
 def _ids(tokenizer: Any) -> dict[str, int]:
@@ -341,7 +341,7 @@ def build_tiny(family: str, tokenizer: Any, size: str = "test", seed: int = 0) -
         raise ValueError(f"no tiny config for family {family!r}; known: {', '.join(sorted(BUILDERS))}")
     if size not in DIMS:
         raise ValueError(f"size {size!r} is not one of {', '.join(SIZES)}")
-    dims = DIMS[size] or DIMS["small"]
+    dims = DIMS[size]
     ids = _ids(tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
