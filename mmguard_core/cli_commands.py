@@ -69,7 +69,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                              "least from (default 1: no race)")
     parser.add_argument("--noise-structure", choices=["auto", "sample", "answer", "cluster"])
     parser.add_argument("--surrogate", action="append", default=None, metavar="FAMILY:PATH",
-                        help="a local checkpoint, e.g. llava:/models/llava-1.5-7b-hf, or zoo:FAMILY; repeatable")
+                        help="a local checkpoint, e.g. llava:/models/llava-1.5-7b-hf, or zoo:FAMILY[@SEED] (@2: that zoo family pretrained with seed 2); repeatable")
     parser.add_argument("--zoo-size", choices=["test", "small", "small-fillers"], help="tiny zoo size for zoo surrogates")
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"])
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])

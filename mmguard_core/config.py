@@ -89,7 +89,9 @@ class ProtectionConfig:
     inner_recipe: str = "full"
     stop_loss: float = 0.02  # stop the shared stage early once the ensemble loss is this low
     # surrogates and execution
-    surrogates: list[str] = field(default_factory=list)  # "family:/path" or "zoo:family"; empty = zoo
+    # "family:/path" or "zoo:family[@seed]" (zoo:llava@2: the llava zoo model pretrained with seed 2, a
+    # second checkpoint of the family); empty = the default zoo ensemble
+    surrogates: list[str] = field(default_factory=list)
     zoo_size: str = "small"  # size of the offline tiny zoo used for "zoo:" surrogates ("test" in CI)
     batch_size: int = 16
     seed: int = 0
@@ -188,7 +190,12 @@ class ProtectionConfig:
         for spec in self.surrogates:
             if not isinstance(spec, str) or ":" not in spec or not spec.split(":", 1)[1]:
                 raise ConfigError(
-                    f"surrogates: {spec!r} must read FAMILY:PATH (a local checkpoint folder) or zoo:FAMILY"
+                    f"surrogates: {spec!r} must read FAMILY:PATH (a local checkpoint folder) or zoo:FAMILY[@SEED]"
+                )
+            zoo_seed = spec.partition("@")[2] if spec.startswith("zoo:") and "@" in spec else "0"
+            if not zoo_seed.isdigit():
+                raise ConfigError(
+                    f"surrogates: {spec!r}: after @ comes the zoo model's pretraining seed, a whole number >= 0"
                 )
 
     # -- JSON round trip ---------------------------------------------------------

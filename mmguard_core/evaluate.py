@@ -355,10 +355,10 @@ def load_victim(spec: str, zoo_size: str, device: str = "cpu"):
     """An LVLM adapter from a victim spec (``zoo:FAMILY[@SEED]`` or ``FAMILY:/checkpoint``)."""
     prefix, rest = spec.split(":", 1)
     if prefix == "zoo":
-        from mmguard_core.models.zoo import load_zoo_model
+        from mmguard_core.models.zoo import load_zoo_model, parse_zoo_spec
 
-        family, _, seed = rest.partition("@")  # zoo:llava@1 = the llava zoo model pretrained with seed 1
-        return load_zoo_model(family, size=zoo_size, seed=int(seed or 0), device=device)
+        family, seed = parse_zoo_spec(rest)  # zoo:llava@1 = the llava zoo model pretrained with seed 1
+        return load_zoo_model(family, size=zoo_size, seed=seed, device=device)
     from mmguard_core.models.registry import load_surrogate
 
     return load_surrogate(spec, device=device)

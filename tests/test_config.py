@@ -35,6 +35,7 @@ def test_epsilon_forms(text, expected):
         ({"trigger_length": 20}, "trigger_length"),
         ({"eot_transforms": ["rotate"]}, "eot_transforms"),
         ({"surrogates": ["llava"]}, "surrogates"),
+        ({"surrogates": ["zoo:llava@x"]}, "surrogates"),
         ({"batch_size": 2.5}, "batch_size"),
         ({"binding_layers": "x,y"}, "binding_layers"),
         ({"zoo_size": "huge"}, "zoo_size"),

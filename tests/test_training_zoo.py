@@ -238,3 +238,24 @@ def test_zoo_is_deterministic_rebuilds_stale_and_builds_once_concurrently(tmp_pa
     assert json.loads(manifest_file.read_text())["fingerprint"] != "old"
     with pytest.raises(ValueError):
         zoo.build_zoo(cache_dir=tmp_path, size="test", families=["nope"])
+
+
+def test_zoo_spec_seeds_pick_another_checkpoint_of_the_family():
+    assert zoo.parse_zoo_spec("llava") == ("llava", 0)
+    assert zoo.parse_zoo_spec("llava@2") == ("llava", 2)
+    with pytest.raises(ValueError, match="pretraining seed"):
+        zoo.parse_zoo_spec("llava@two")
+
+
+def test_ensemble_can_hold_two_checkpoints_of_one_family():
+    """zoo:llava and zoo:llava@1 load two different pretrained llava models (an owner with two
+    checkpoints of one family puts both in the ensemble)."""
+    from mmguard_core.config import ProtectionConfig
+    from mmguard_core.engine.ensemble import load_ensemble
+
+    ensemble = load_ensemble(ProtectionConfig(surrogates=["zoo:llava", "zoo:llava@1"], zoo_size="test"))
+    assert [s.name for s in ensemble] == ["zoo:llava", "zoo:llava@1"]
+    first, second = (s.adapter.model.state_dict() for s in ensemble)
+    assert first.keys() == second.keys()
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+    assert all(not p.requires_grad for s in ensemble for p in s.adapter.model.parameters())

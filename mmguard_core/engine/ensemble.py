@@ -45,7 +45,7 @@ def resolve_device(name: str) -> str:
 
 def load_ensemble(config: ProtectionConfig) -> list[Surrogate]:
     from mmguard_core.models.registry import load_surrogate
-    from mmguard_core.models.zoo import load_zoo_model
+    from mmguard_core.models.zoo import load_zoo_model, parse_zoo_spec
 
     device = resolve_device(config.device)
     specs = config.surrogates or default_surrogate_specs()
@@ -53,7 +53,8 @@ def load_ensemble(config: ProtectionConfig) -> list[Surrogate]:
     for spec in specs:
         prefix, rest = spec.split(":", 1)
         if prefix == "zoo":
-            adapter = load_zoo_model(rest, size=config.zoo_size, device=device)
+            family, seed = parse_zoo_spec(rest)  # zoo:llava@2: a second llava checkpoint in the ensemble
+            adapter = load_zoo_model(family, size=config.zoo_size, seed=seed, device=device)
         else:
             adapter = load_surrogate(spec, device=device, dtype=config.dtype)
         adapter.model.eval()
