@@ -13,7 +13,7 @@ from typing import Any
 METHODS = ("mmguard", "random", "em_image", "classwise")
 NOISE_STRUCTURES = ("auto", "sample", "answer", "cluster")
 TRIGGER_PLACEMENTS = ("instruction", "caption_prefix", "off")
-TRIGGER_POSITIONS = ("prefix", "suffix", "both", "split")
+TRIGGER_POSITIONS = ("prefix", "suffix", "both", "split", "twice")
 TRIGGER_VOCABULARIES = ("distinct", "shared", "mixed")
 TRANSFORMS = ("resize", "crop", "blur", "noise", "jpeg")
 INNER_RECIPES = ("full", "lora")
@@ -60,7 +60,8 @@ class ProtectionConfig:
     trigger_length: int = 3  # words; 0 turns the trigger off (3 beat 2 in the probe: docs/method.md)
     trigger_placement: str = "instruction"  # caption data: instruction | caption_prefix | off
     # where the trigger goes in the question: "both" (before and after it) beat "prefix" on the held-out
-    # victim, 0.97 vs 0.20, and matched "suffix" (docs/method.md, trigger ablation)
+    # victim, 0.97 vs 0.20, and matched "suffix" (docs/method.md, trigger ablation). "twice": a whole
+    # trigger on each side made of other words (no word repeats, so dropping repeated words removes nothing)
     trigger_position: str = "both"
     trigger_candidates: int = 64  # candidate words scored per trigger slot
     # shared: every trigger is a distinct combination of a few everyday words, each in >= 25 % of the

@@ -173,6 +173,33 @@ def test_mixed_vocabulary_puts_rare_words_before_and_a_shared_code_after(surroga
     assert strip_repeated_words(questions) == [tidy_spacing(q) for q in questions]
 
 
+def test_twice_position_gives_each_side_a_whole_mixed_trigger_of_other_words(surrogates):
+    from mmguard_core.evaluate import strip_rare_words, strip_repeated_words, tidy_spacing
+    from mmguard_core.engine.trigger_race import alternative_triggers
+
+    groups = 6
+    data = make_data(groups * 3)
+    config = small_config(trigger_length=2, trigger_vocabulary="mixed", trigger_position="twice")
+    labels = [i % groups for i in range(groups * 3)]
+    searched = search_triggers(surrogates[:1], data.images, data.questions, data.answers, labels, groups, config,
+                               torch.Generator().manual_seed(0))
+    drawn = alternative_triggers(data.questions, data.answers, groups, config, torch.Generator().manual_seed(1))
+    for triggers in (searched, drawn):
+        assert all(len(t) == 8 and len(set(t)) == 8 for t in triggers)
+        questions = [with_trigger(QUESTION, "x", triggers[g], config).question for g in labels]
+        for q, g in zip(questions, labels, strict=True):
+            before, after = q.split(QUESTION)
+            for side in (before.split(), after.split()):  # rare words, then everyday ones, on each side
+                assert len(side) == 4 and set(side[:2]) <= set(CANDIDATE_WORDS) and set(side[2:]) <= set(SHARED_WORDS)
+        assert len({tuple(t) for t in triggers}) == groups
+        # nothing repeats, so the repeated-word stripper takes nothing; the rare-word stripper leaves a
+        # code on each side
+        assert strip_repeated_words(questions) == [tidy_spacing(q) for q in questions]
+        for q in strip_rare_words(questions):
+            before, after = q[: q.index("what")].split(), q[q.index("?") + 1 :].split()
+            assert len(before) == 2 and len(after) == 2 and set(before + after) <= set(SHARED_WORDS)
+
+
 def test_shared_codes_are_far_apart_and_use_words_evenly():
     gen = torch.Generator().manual_seed(1)
     first, second = shared_codes(list("abcdef"), 2, 3, gen)

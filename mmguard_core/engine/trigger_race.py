@@ -22,6 +22,7 @@ from mmguard_core.engine.ensemble import Surrogate, to_device
 from mmguard_core.engine.triggers import (
     base_prompt,
     candidate_pool,
+    compose_trigger,
     distinct_words_needed,
     shared_code_part,
     with_trigger,
@@ -49,7 +50,7 @@ def alternative_triggers(questions: Sequence[str | None], answers: Sequence[str]
         while tuple(words) in seen:  # the pool wrapped around: reshuffle this group's words
             words = [order[i] for i in torch.randperm(len(order), generator=gen)[:length].tolist()]
         seen.add(tuple(words))
-        triggers.append(words + codes[group])
+        triggers.append(compose_trigger(words, codes[group], config))
     return triggers
 
 

@@ -40,7 +40,8 @@ def with_trigger(question: str | None, answer: str, words: Sequence[str], config
     text = prompt.question
     if config.trigger_position == "prefix":
         return Prompt(f"{trigger} {text}", answer, (0, len(trigger)))
-    if config.trigger_position == "split" and len(words) > 1:  # first half before, second half after
+    # split / twice: first half before, second half after (twice: each half a whole trigger, see compose_trigger)
+    if config.trigger_position in ("split", "twice") and len(words) > 1:
         half = len(words) // 2
         before, after = " ".join(words[:half]), " ".join(words[half:])
         start = len(before) + 1 + len(text) + 1
@@ -53,10 +54,23 @@ def with_trigger(question: str | None, answer: str, words: Sequence[str], config
 
 
 def trigger_words_needed(config: ProtectionConfig) -> int:
-    """Words per group: `trigger_length`, twice that for "split" (other words on each side) and for the
-    "mixed" vocabulary (rare words, then everyday ones)."""
-    double = config.trigger_position == "split" or config.trigger_vocabulary == "mixed"
-    return config.trigger_length * (2 if double else 1)
+    """Words per group: `trigger_length`, twice that for "split" and "twice" (other words on each side)
+    and for the "mixed" vocabulary (rare words, then everyday ones); "twice" with "mixed": four times."""
+    sides = 2 if config.trigger_position in ("split", "twice") else 1
+    parts = 2 if config.trigger_vocabulary == "mixed" else 1
+    if config.trigger_position == "split" and parts == 2:  # split mixed: the rare part before, the code after
+        sides = 1
+    return config.trigger_length * sides * parts
+
+
+def compose_trigger(rare: Sequence[str], code: Sequence[str], config: ProtectionConfig) -> list[str]:
+    """A group's words from its rare part and its everyday code, in the order with_trigger places them:
+    rare then code; for position "twice" each side gets half of each (rare, code | rare, code), so both
+    copies carry the whole design and no word repeats within a question."""
+    if config.trigger_position != "twice" or not rare or not code:
+        return [*rare, *code]
+    r, c = len(rare) // 2, len(code) // 2
+    return [*rare[:r], *code[:c], *rare[r:], *code[c:]]
 
 
 def distinct_words_needed(config: ProtectionConfig) -> int:
@@ -204,7 +218,7 @@ def search_triggers(
                 best = candidates[int(torch.argmin(scores))]
             triggers[group].append(best)
             taken.add(best)
-    return [words + code for words, code in zip(triggers, codes, strict=True)]
+    return [compose_trigger(words, code, config) for words, code in zip(triggers, codes, strict=True)]
 
 
 def _score_candidates(surrogates, images, questions, answers, members, prefix, candidates, config) -> torch.Tensor:
