@@ -175,7 +175,6 @@ def test_mixed_vocabulary_puts_rare_words_before_and_a_shared_code_after(surroga
 
 def test_twice_position_gives_each_side_a_whole_mixed_trigger_of_other_words(surrogates):
     from mmguard_core.evaluate import strip_rare_words, strip_repeated_words, tidy_spacing
-    from mmguard_core.engine.trigger_race import alternative_triggers
 
     groups = 6
     data = make_data(groups * 3)
@@ -187,7 +186,7 @@ def test_twice_position_gives_each_side_a_whole_mixed_trigger_of_other_words(sur
     for triggers in (searched, drawn):
         assert all(len(t) == 8 and len(set(t)) == 8 for t in triggers)
         questions = [with_trigger(QUESTION, "x", triggers[g], config).question for g in labels]
-        for q, g in zip(questions, labels, strict=True):
+        for q in questions:
             before, after = q.split(QUESTION)
             for side in (before.split(), after.split()):  # rare words, then everyday ones, on each side
                 assert len(side) == 4 and set(side[:2]) <= set(CANDIDATE_WORDS) and set(side[2:]) <= set(SHARED_WORDS)
