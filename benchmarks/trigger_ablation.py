@@ -50,6 +50,7 @@ VARIANTS: dict[str, dict] = {
     "race8-distinct": {"trigger_trials": 8, "trigger_vocabulary": "distinct"},
     # the image noise alone
     "noise-only": {"trigger_length": 0},
+    "trigger-only": {"shared_steps": 0, "sample_steps": 0},  # no image noise at all
 }
 
 
@@ -99,10 +100,34 @@ def main() -> int:
                         results["rows"].append({"variant": name, "protect_seed": protect_seed, "victim": victim,
                                                 "condition": key, "runs": entry["runs"], "mean": mean,
                                                 "triggers": triggers})
+    results["summary"] = summarise(results["rows"])
+    for row in results["summary"]:
+        print(f"{row['variant']:14s} {row['victim']:15s} {row['condition']:13s} mean {row['mean']:.3f} over "
+              f"{row['runs']} runs; per protection seed {row['per_protect_seed']}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=str))
     print(f"wrote {args.out}")
     return 0
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per (variant, victim, condition): the mean over every (protection seed, victim seed) run with a
+    verdict, and each protection seed's mean -- the spread between protection seeds (which trigger
+    words and noise a run drew) is what decides whether one variant beats another."""
+    cells: dict[tuple[str, str, str], dict[int, list[float]]] = {}
+    for row in rows:
+        values = [r["protection"] for r in row["runs"] if r["protection"] is not None]
+        cells.setdefault((row["variant"], row["victim"], row["condition"]), {}).setdefault(
+            row["protect_seed"], []).extend(values)
+    out = []
+    for (variant, victim, condition), by_seed in cells.items():
+        values = [v for seed_values in by_seed.values() for v in seed_values]
+        if not values:
+            continue
+        out.append({"variant": variant, "victim": victim, "condition": condition, "runs": len(values),
+                    "mean": sum(values) / len(values),
+                    "per_protect_seed": {seed: round(sum(v) / len(v), 3) for seed, v in by_seed.items() if v}})
+    return out
 
 
 if __name__ == "__main__":
