@@ -59,9 +59,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epsilon", help="L-inf bound, e.g. 8/255 (default) or 0.03")
     parser.add_argument("--trigger-length", type=int, help="trigger words (0 = no trigger)")
     parser.add_argument("--trigger-placement", choices=["instruction", "caption_prefix", "off"])
-    parser.add_argument("--trigger-position", choices=["both", "prefix", "suffix", "split", "twice"],
-                        help="where the trigger goes in the question (default both: before and after it; "
-                             "twice: a whole trigger of other words on each side)")
+    parser.add_argument("--trigger-position", choices=["twice", "both", "prefix", "suffix", "split"],
+                        help="where the trigger goes in the question (default twice: a whole trigger of other "
+                             "words on each side; both: the same words on each side)")
     parser.add_argument("--trigger-vocabulary", choices=["shared", "distinct", "mixed"],
                         help="mixed (default: rare words, then everyday ones), shared everyday words (kept by word "
                              "strippers) or distinct rare words")

@@ -59,10 +59,12 @@ class ProtectionConfig:
     # text trigger
     trigger_length: int = 3  # words; 0 turns the trigger off (3 beat 2 in the probe: docs/method.md)
     trigger_placement: str = "instruction"  # caption data: instruction | caption_prefix | off
-    # where the trigger goes in the question: "both" (before and after it) beat "prefix" on the held-out
-    # victim, 0.97 vs 0.20, and matched "suffix" (docs/method.md, trigger ablation). "twice": a whole
-    # trigger on each side made of other words (no word repeats, so dropping repeated words removes nothing)
-    trigger_position: str = "both"
+    # where the trigger goes in the question. "twice" (default since the fourth session): a whole trigger
+    # of other words on each side, so no word repeats and an attacker who drops repeated words removes
+    # nothing (held-out PaliGemma after that attacker 0.35 -> 1.00 naive zoo, 0.27 -> 0.51 filler zoo,
+    # same protection without it on average; docs/method.md). "both": the same words on each side
+    # (beat "prefix" on the held-out victim, 0.97 vs 0.20, second session)
+    trigger_position: str = "twice"
     trigger_candidates: int = 64  # candidate words scored per trigger slot
     # shared: every trigger is a distinct combination of a few everyday words, each in >= 25 % of the
     # questions, so neither a rare-word nor a vocabulary stripper removes it; distinct: no word in two

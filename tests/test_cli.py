@@ -95,7 +95,7 @@ def test_trigger_design_flags_reach_the_config():
                                                  "--no-verify"]))
     assert (config.trigger_position, config.trigger_vocabulary, config.verify) == ("split", "distinct", False)
     default = config_from_args(parser.parse_args([]))
-    assert (default.trigger_position, default.trigger_vocabulary, default.verify) == ("both", "mixed", True)
+    assert (default.trigger_position, default.trigger_vocabulary, default.verify) == ("twice", "mixed", True)
 
 
 def test_evaluate_prints_protection(vqa_folder, tmp_path):

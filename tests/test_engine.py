@@ -93,8 +93,9 @@ def test_trigger_goes_into_the_question_and_answers_are_untouched(surrogates, vo
     assert out.answers == data.answers
     per_answer = {}
     for question, answer, trigger in zip(out.prompts_question, data.answers, out.triggers, strict=True):
-        assert trigger and len(trigger.split()) == 2
-        assert question == f"{trigger} {QUESTION} {trigger}"  # default position: both
+        before, after = trigger.split()[:2], trigger.split()[2:]  # default position twice: other words each side
+        assert len(before) == len(after) == 2 and not set(before) & set(after)
+        assert question == f"{' '.join(before)} {QUESTION} {' '.join(after)}"
         assert all(word in words for word in trigger.split())
         per_answer.setdefault(answer, set()).add(trigger)
     # one trigger per answer, different answers different triggers
@@ -106,7 +107,7 @@ def test_every_group_gets_a_full_distinct_trigger_even_when_words_run_short(surr
     # 6 groups x 3 words from 4 candidates per slot (the old fixed pool of 4 left groups without
     # triggers); and more groups than words: words are shared but no two triggers are equal
     data = make_data(12)
-    config = small_config(trigger_length=3, trigger_candidates=4, trigger_vocabulary="distinct")
+    config = small_config(trigger_length=3, trigger_candidates=4, trigger_vocabulary="distinct", trigger_position="both")
     gen = torch.Generator().manual_seed(0)
     triggers = search_triggers(surrogates[:1], data.images, data.questions, data.answers, [i % 6 for i in range(12)],
                                6, config, gen)
@@ -142,7 +143,7 @@ def test_trigger_search_stays_within_budget_for_many_groups():
     # 500 answers x 3 words is over SEARCH_BUDGET: every word is drawn, so no surrogate is needed
     groups = 500
     data = make_data(groups)
-    config = small_config(trigger_length=3, trigger_vocabulary="distinct")
+    config = small_config(trigger_length=3, trigger_vocabulary="distinct", trigger_position="both")
     triggers = search_triggers([], data.images, data.questions, list(map(str, range(groups))), list(range(groups)),
                                groups, config, torch.Generator().manual_seed(0))
     assert len(triggers) == groups and all(len(t) == 3 == len(set(t)) for t in triggers)
@@ -245,7 +246,9 @@ def test_caption_trigger_placement(surrogates, placement):
         if placement == "off":
             assert trigger is None and question is None and answer == original
         elif placement == "instruction":
-            assert question == f"{trigger} {CAPTION_INSTRUCTION} {trigger}" and answer == original
+            words = trigger.split()  # default position twice: half of the words before, half after
+            before, after = " ".join(words[: len(words) // 2]), " ".join(words[len(words) // 2 :])
+            assert question == f"{before} {CAPTION_INSTRUCTION} {after}" and answer == original
         else:
             assert question is None and answer == f"{trigger} {original}"
 
@@ -268,7 +271,7 @@ def test_same_seed_same_result_and_shared_state_round_trips(surrogates, tmp_path
 @pytest.mark.parametrize("vocabulary", ["shared", "distinct"])
 def test_alternative_trigger_assignments(vocabulary):
     data = make_data()
-    config = small_config(trigger_vocabulary=vocabulary)
+    config = small_config(trigger_vocabulary=vocabulary, trigger_position="both")
     first = alternative_triggers(data.questions, data.answers, 3, config, torch.Generator().manual_seed(1))
     again = alternative_triggers(data.questions, data.answers, 3, config, torch.Generator().manual_seed(1))
     other = alternative_triggers(data.questions, data.answers, 3, config, torch.Generator().manual_seed(2))

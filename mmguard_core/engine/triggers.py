@@ -46,7 +46,7 @@ def with_trigger(question: str | None, answer: str, words: Sequence[str], config
         before, after = " ".join(words[:half]), " ".join(words[half:])
         start = len(before) + 1 + len(text) + 1
         return Prompt(f"{before} {text} {after}", answer, (start, start + len(after)))
-    if config.trigger_position in ("both", "split"):  # the span marks the copy next to the answer
+    if config.trigger_position in ("both", "split", "twice"):  # the span marks the copy next to the answer
         start = len(trigger) + 1 + len(text) + 1
         return Prompt(f"{trigger} {text} {trigger}", answer, (start, start + len(trigger)))
     start = len(text) + 1
