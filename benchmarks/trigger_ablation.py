@@ -51,6 +51,9 @@ VARIANTS: dict[str, dict] = {
     # the image noise alone
     "noise-only": {"trigger_length": 0},
     "trigger-only": {"shared_steps": 0, "sample_steps": 0},  # no image noise at all
+    # the image noise's budget: all of epsilon to the per-answer pattern, or a finer pattern grid
+    "pattern-only": {"sample_share": 0.0},
+    "finer-pattern": {"noise_scale": 2},
 }
 
 
