@@ -45,6 +45,7 @@ VARIANTS: dict[str, dict] = {
     "split-mixed": {"trigger_position": "split", "trigger_vocabulary": "mixed"},
     "both-mixed": {"trigger_position": "both", "trigger_vocabulary": "mixed"},
     "twice-mixed": {"trigger_position": "twice", "trigger_vocabulary": "mixed"},
+    "twice-mixed-2words": {"trigger_position": "twice", "trigger_vocabulary": "mixed", "trigger_length": 2},
     # the trigger race (engine/trigger_race.py): 8 whole assignments, the one a simulated attacker learns best
     "race8": {"trigger_trials": 8},
     "race8-distinct": {"trigger_trials": 8, "trigger_vocabulary": "distinct"},
