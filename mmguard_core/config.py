@@ -41,6 +41,19 @@ def parse_epsilon(value: str | float | int) -> float:
     return number
 
 
+def parse_zoo_spec(rest: str) -> tuple[str, int]:
+    """The (family, pretraining seed) of a ``zoo:`` spec's part after the colon: ``llava`` is seed 0,
+    ``llava@1`` the same family pretrained with seed 1 (another checkpoint of the family: a gray-box
+    victim, or a second surrogate of that family). ValueError names the spec when the seed is not a
+    whole number >= 0."""
+    family, sep, seed = rest.partition("@")
+    if not sep:
+        return family, 0
+    if not seed.isdigit():
+        raise ValueError(f"zoo:{rest}: the part after @ must be a pretraining seed (a whole number >= 0)")
+    return family, int(seed)
+
+
 @dataclass
 class ProtectionConfig:
     """One protection run. See docs/method.md for why each default is what it is."""
@@ -195,11 +208,13 @@ class ProtectionConfig:
                 raise ConfigError(
                     f"surrogates: {spec!r} must read FAMILY:PATH (a local checkpoint folder) or zoo:FAMILY[@SEED]"
                 )
-            zoo_seed = spec.partition("@")[2] if spec.startswith("zoo:") and "@" in spec else "0"
-            if not zoo_seed.isdigit():
-                raise ConfigError(
-                    f"surrogates: {spec!r}: after @ comes the zoo model's pretraining seed, a whole number >= 0"
-                )
+            if spec.startswith("zoo:"):
+                try:
+                    parse_zoo_spec(spec.split(":", 1)[1])
+                except ValueError:
+                    raise ConfigError(
+                        f"surrogates: {spec!r}: after @ comes the zoo model's pretraining seed, a whole number >= 0"
+                    ) from None
 
     # -- JSON round trip ---------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -150,15 +150,23 @@ def test_trigger_search_stays_within_budget_for_many_groups():
     assert len({tuple(t) for t in triggers}) == groups
 
 
+def searched_mixed_triggers(surrogates, groups, **changes):
+    """Data of three samples per group, its mixed-vocabulary config and group labels, and the
+    triggers the search gives them (first surrogate only, seed 0)."""
+    data = make_data(groups * 3)
+    config = small_config(trigger_vocabulary="mixed", **changes)
+    labels = [i % groups for i in range(groups * 3)]
+    triggers = search_triggers(surrogates[:1], data.images, data.questions, data.answers, labels, groups, config,
+                               torch.Generator().manual_seed(0))
+    return data, config, labels, triggers
+
+
 def test_mixed_vocabulary_puts_rare_words_before_and_a_shared_code_after(surrogates):
     from mmguard_core.evaluate import strip_rare_words, strip_repeated_words, tidy_spacing
 
     groups = 6
-    data = make_data(groups * 3)
-    config = small_config(trigger_length=3, trigger_vocabulary="mixed", trigger_position="split")
-    labels = [i % groups for i in range(groups * 3)]
-    triggers = search_triggers(surrogates[:1], data.images, data.questions, data.answers, labels, groups, config,
-                               torch.Generator().manual_seed(0))
+    _, config, labels, triggers = searched_mixed_triggers(surrogates, groups, trigger_length=3,
+                                                          trigger_position="split")
     rare = [t[:3] for t in triggers]
     codes = [t[3:] for t in triggers]
     assert all(len(t) == 6 for t in triggers)
@@ -178,11 +186,8 @@ def test_twice_position_gives_each_side_a_whole_mixed_trigger_of_other_words(sur
     from mmguard_core.evaluate import strip_rare_words, strip_repeated_words, tidy_spacing
 
     groups = 6
-    data = make_data(groups * 3)
-    config = small_config(trigger_length=2, trigger_vocabulary="mixed", trigger_position="twice")
-    labels = [i % groups for i in range(groups * 3)]
-    searched = search_triggers(surrogates[:1], data.images, data.questions, data.answers, labels, groups, config,
-                               torch.Generator().manual_seed(0))
+    data, config, labels, searched = searched_mixed_triggers(surrogates, groups, trigger_length=2,
+                                                             trigger_position="twice")
     drawn = alternative_triggers(data.questions, data.answers, groups, config, torch.Generator().manual_seed(1))
     for triggers in (searched, drawn):
         assert all(len(t) == 8 and len(set(t)) == 8 for t in triggers)

@@ -54,13 +54,11 @@ def with_trigger(question: str | None, answer: str, words: Sequence[str], config
 
 
 def trigger_words_needed(config: ProtectionConfig) -> int:
-    """Words per group: `trigger_length`, twice that for "split" and "twice" (other words on each side)
-    and for the "mixed" vocabulary (rare words, then everyday ones); "twice" with "mixed": four times."""
-    sides = 2 if config.trigger_position in ("split", "twice") else 1
-    parts = 2 if config.trigger_vocabulary == "mixed" else 1
-    if config.trigger_position == "split" and parts == 2:  # split mixed: the rare part before, the code after
-        sides = 1
-    return config.trigger_length * sides * parts
+    """Words per group: `trigger_length`, twice that for "split" (other words on each side) and for the
+    "mixed" vocabulary (rare words, then everyday ones); "twice" holds two whole such triggers."""
+    double = config.trigger_position == "split" or config.trigger_vocabulary == "mixed"
+    copies = 2 if config.trigger_position == "twice" else 1
+    return config.trigger_length * (2 if double else 1) * copies
 
 
 def compose_trigger(rare: Sequence[str], code: Sequence[str], config: ProtectionConfig) -> list[str]:
@@ -113,6 +111,7 @@ def shared_vocabulary_size(num_groups: int, length: int) -> int:
 # least 1: then the word is drawn, not scored), so a dataset with thousands of answers costs no more
 # than a few minutes of search.
 SEARCH_BUDGET = 6 * 3 * 64
+
 
 def shared_code_part(texts: Sequence[str], num_groups: int, config: ProtectionConfig,
                      gen: torch.Generator) -> list[list[str]]:

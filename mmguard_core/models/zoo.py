@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from mmguard_core import synth
+from mmguard_core.config import parse_zoo_spec  # torch-free, so the config check shares it
 from mmguard_core.models.base import LVLMAdapter, Prompt
 from mmguard_core.models.training import evaluate_exact, finetune
 
@@ -570,19 +571,6 @@ def _build_parallel(
             log.close()
     if failures:
         raise RuntimeError("zoo: building failed for " + "; ".join(failures))
-
-
-def parse_zoo_spec(rest: str) -> tuple[str, int]:
-    """The (family, pretraining seed) of a ``zoo:`` spec's part after the colon: ``llava`` is seed 0,
-    ``llava@1`` the same family pretrained with seed 1 (another checkpoint of the family: a gray-box
-    victim, or a second surrogate of that family). ValueError names the spec when the seed is not a
-    whole number >= 0."""
-    family, sep, seed = rest.partition("@")
-    if not sep:
-        return family, 0
-    if not seed.isdigit():
-        raise ValueError(f"zoo:{rest}: the part after @ must be a pretraining seed (a whole number >= 0)")
-    return family, int(seed)
 
 
 def load_zoo_model(
