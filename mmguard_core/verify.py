@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmguard_core.config import ConfigError, ProtectionConfig
+from mmguard_core.config import ConfigError, ProtectionConfig, parse_zoo_spec
 from mmguard_core.engine.grouping import choose_structure
 
 VERIFY_COUNTERMEASURES = ("jpeg75", "downscale")
@@ -52,7 +52,7 @@ def resolve_verify_victim(config: ProtectionConfig) -> str:
     from mmguard_core.models.zoo import ZOO_FAMILIES
 
     specs = config.surrogates or default_surrogate_specs()
-    used = {spec.split(":", 1)[1].partition("@")[0] for spec in specs if spec.startswith("zoo:")}
+    used = {parse_zoo_spec(spec.split(":", 1)[1])[0] for spec in specs if spec.startswith("zoo:")}
     used |= {spec.split(":", 1)[0] for spec in specs if not spec.startswith("zoo:")}
     for family in reversed(ZOO_FAMILIES):
         if family not in used:
@@ -70,7 +70,10 @@ def check_victim(config: ProtectionConfig) -> str:
     from mmguard_core.models.registry import FAMILIES
 
     if prefix == "zoo":
-        family = rest.partition("@")[0]
+        try:
+            family, _ = parse_zoo_spec(rest)
+        except ValueError as error:
+            raise ConfigError(f"verify_victim: {error}") from None
         if family not in FAMILIES:
             raise ConfigError(f"verify_victim: unknown zoo family {family!r}; known: {', '.join(sorted(FAMILIES))}")
     elif prefix not in FAMILIES:

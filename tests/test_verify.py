@@ -52,6 +52,8 @@ def test_auto_victim_is_outside_the_ensemble():
 def test_unknown_victims_are_refused_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="unknown zoo family 'nope'"):
         check_victim(ProtectionConfig(verify_victim="zoo:nope"))
+    with pytest.raises(ConfigError, match="verify_victim: zoo:llava@x: the part after @ must be a pretraining seed"):
+        check_victim(ProtectionConfig(verify_victim="zoo:llava@x"))
     with pytest.raises(ConfigError, match="unknown family"):
         check_victim(ProtectionConfig(verify_victim="blip:/x"))
     with pytest.raises(ConfigError, match="not a checkpoint folder"):
