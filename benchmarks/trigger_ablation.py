@@ -46,6 +46,8 @@ VARIANTS: dict[str, dict] = {
     "both-mixed": {"trigger_position": "both", "trigger_vocabulary": "mixed"},
     "twice-mixed": {"trigger_position": "twice", "trigger_vocabulary": "mixed"},
     "twice-mixed-2words": {"trigger_position": "twice", "trigger_vocabulary": "mixed", "trigger_length": 2},
+    "twice-mixed-4words": {"trigger_position": "twice", "trigger_vocabulary": "mixed", "trigger_length": 4},
+    "twice-mixed-5words": {"trigger_position": "twice", "trigger_vocabulary": "mixed", "trigger_length": 5},
     # the trigger race (engine/trigger_race.py): 8 whole assignments, the one a simulated attacker learns best
     "race8": {"trigger_trials": 8},
     "race8-distinct": {"trigger_trials": 8, "trigger_vocabulary": "distinct"},

@@ -205,6 +205,18 @@ def test_twice_position_gives_each_side_a_whole_mixed_trigger_of_other_words(sur
             assert len(before) == 2 and len(after) == 2 and set(before + after) <= set(SHARED_WORDS)
 
 
+@pytest.mark.parametrize("length", [4, 5])
+def test_long_twice_triggers_never_repeat_a_word_when_codes_borrow_rare_words(surrogates, length):
+    # 2 x length code words per group outrun the everyday list, so codes borrow rare candidates; the
+    # rare part must then avoid them or a question would carry one word twice
+    groups = 6
+    data, config, labels, searched = searched_mixed_triggers(surrogates, groups, trigger_length=length,
+                                                             trigger_position="twice")
+    drawn = alternative_triggers(data.questions, data.answers, groups, config, torch.Generator().manual_seed(1))
+    for triggers in (searched, drawn):
+        assert all(len(t) == 4 * length and len(set(t)) == 4 * length for t in triggers)
+
+
 def test_shared_codes_are_far_apart_and_use_words_evenly():
     gen = torch.Generator().manual_seed(1)
     first, second = shared_codes(list("abcdef"), 2, 3, gen)

@@ -21,9 +21,9 @@ from mmguard_core.engine import noise
 from mmguard_core.engine.ensemble import Surrogate, to_device
 from mmguard_core.engine.triggers import (
     base_prompt,
-    candidate_pool,
     compose_trigger,
     distinct_words_needed,
+    rare_pool,
     shared_code_part,
     with_trigger,
 )
@@ -40,7 +40,7 @@ def alternative_triggers(questions: Sequence[str | None], answers: Sequence[str]
     codes = shared_code_part(texts, num_groups, config, gen)
     if not length:
         return codes
-    pool = candidate_pool(texts)
+    pool = rare_pool(texts, codes)
     order = [pool[i] for i in torch.randperm(len(pool), generator=gen).tolist()]
     triggers: list[list[str]] = []
     seen: set[tuple[str, ...]] = set()

@@ -83,6 +83,14 @@ def candidate_pool(texts: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(w for w in CANDIDATE_WORDS if w not in used))
 
 
+def rare_pool(texts: Sequence[str], codes: Sequence[Sequence[str]]) -> list[str]:
+    """Candidates for the rare part of a mixed trigger: `candidate_pool` minus every word of the
+    shared codes (which borrow rare words once the everyday list runs short, e.g. `twice` with
+    `trigger_length` >= 4), so no word appears twice in one question."""
+    in_codes = {w for code in codes for w in code}
+    return [w for w in candidate_pool(texts) if w not in in_codes]
+
+
 def free_words(pool: Sequence[str], own: Sequence[str], taken: set[str], others: set[tuple[str, ...]],
                last_slot: bool) -> list[str]:
     """Words a group may take next: unused by any group while the pool lasts (many groups can
@@ -190,7 +198,7 @@ def search_triggers(
     codes = shared_code_part(texts, num_groups, config, gen)
     if not length:
         return codes
-    pool = candidate_pool(texts)
+    pool = rare_pool(texts, codes)
     members: list[list[int]] = [[] for _ in range(num_groups)]
     for index, group in enumerate(groups):
         if len(members[group]) < members_per_group:
