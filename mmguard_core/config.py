@@ -258,9 +258,11 @@ PRESETS: dict[str, dict[str, Any]] = {
              "trigger_candidates": 32, "verify": False},
     # the default: two bi-level rounds over the ensemble
     "balanced": {},
-    # longer optimisation, more attacker simulation, more transformations
+    # longer optimisation, more attacker simulation, more transformations, and a longer trigger (20
+    # inserted words, not 12: protection of held-out families grew with trigger length, method.md)
     "strong": {"shared_steps": 60, "sample_steps": 10, "bilevel_rounds": 4, "inner_steps": 20,
-               "trigger_candidates": 128, "eot_transforms": ["resize", "crop", "blur", "noise", "jpeg"]},
+               "trigger_candidates": 128, "eot_transforms": ["resize", "crop", "blur", "noise", "jpeg"],
+               "trigger_length": 5},
 }
 
 

@@ -18,6 +18,7 @@ def test_presets_are_valid_and_ordered_by_effort(name):
     config = preset(name)
     assert config.method == "mmguard"
     assert preset("fast").shared_steps < preset("balanced").shared_steps < preset("strong").shared_steps
+    assert preset("strong").trigger_length > preset("balanced").trigger_length  # strong also plants more words
 
 
 @pytest.mark.parametrize("text,expected", [("8/255", 8 / 255), ("0.02", 0.02), (8, 8 / 255), (0.01, 0.01)])

@@ -8,7 +8,7 @@ const CSRF = { "X-Mmguard-Ui": "1" };
 const PRESETS = [
   ["fast", "Fast: minutes on a CPU; shortest optimisation, no verification run."],
   ["balanced", "Balanced: the default; more optimisation, then a check against a model left out of the protection (shown on the job page)."],
-  ["strong", "Strong: longest run, most attacker simulation and image transformations (JPEG included), plus the check; several times slower."],
+  ["strong", "Strong: longest run, most attacker simulation and image transformations (JPEG included), a longer trigger (20 inserted words instead of 12), plus the check; slower."],
 ];
 const ACTIVE = new Set(["queued", "running"]);
 
