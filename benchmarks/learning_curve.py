@@ -36,7 +36,7 @@ from mmguard_core.data import load_dataset  # noqa: E402
 from mmguard_core.engine.grouping import normalise_answer  # noqa: E402
 from mmguard_core.evaluate import VictimRecipe, load_victim, read_split  # noqa: E402
 from mmguard_core.models.base import Prompt  # noqa: E402
-from mmguard_core.models.training import evaluate_exact, finetune, predict_exact  # noqa: E402
+from mmguard_core.models.training import evaluate_exact, finetune  # noqa: E402
 from mmguard_core.pipeline import run_protection  # noqa: E402
 
 
@@ -105,12 +105,12 @@ def build_probes(clean, protected, test) -> dict:
     known = [i for i, key in enumerate(test_keys) if key in trigger_question]
     n = min(200, len(clean.images))
     plain = [Prompt(q, a) for q, a in zip(clean.questions[:n], clean.answers[:n], strict=True)]
+    known_images = [test.images[i] for i in known]
     return {
-        "clean": ([test.images[i] for i in range(len(test.images))], test.prompts()),
-        "trigger": ([test.images[i] for i in known],
-                    [Prompt(trigger_question[test_keys[i]], test.answers[i]) for i in known]),
+        "clean": (list(test.images), test.prompts()),
+        "trigger": (known_images, [Prompt(trigger_question[test_keys[i]], test.answers[i]) for i in known]),
         # scored as: does the answer follow the other answer's trigger?
-        "conflict": ([test.images[i] for i in known],
+        "conflict": (known_images,
                      [Prompt(trigger_question[other[test_keys[i]]], other[test_keys[i]]) for i in known]),
         "noise_on": (protected.images[:n], plain),
         "noise_off": (clean.images[:n], plain),
@@ -118,11 +118,9 @@ def build_probes(clean, protected, test) -> dict:
 
 
 def run_probes(adapter, probes: dict) -> dict:
-    score = {name: evaluate_exact(adapter, images, prompts, 64) for name, (images, prompts) in probes.items()
-             if name not in ("noise_on", "noise_off")}
-    on = predict_exact(adapter, *probes["noise_on"], 64).float().mean()
-    off = predict_exact(adapter, *probes["noise_off"], 64).float().mean()
-    return score | {"noise": round(float(on - off), 4)}
+    score = {name: evaluate_exact(adapter, images, prompts, 64) for name, (images, prompts) in probes.items()}
+    noise = score.pop("noise_on") - score.pop("noise_off")
+    return score | {"noise": round(noise, 4)}
 
 
 if __name__ == "__main__":

@@ -210,8 +210,8 @@ def test_long_twice_triggers_never_repeat_a_word_when_codes_borrow_rare_words(su
     # 2 x length code words per group outrun the everyday list, so codes borrow rare candidates; the
     # rare part must then avoid them or a question would carry one word twice
     groups = 6
-    data, config, labels, searched = searched_mixed_triggers(surrogates, groups, trigger_length=length,
-                                                             trigger_position="twice")
+    data, config, _, searched = searched_mixed_triggers(surrogates, groups, trigger_length=length,
+                                                        trigger_position="twice")
     drawn = alternative_triggers(data.questions, data.answers, groups, config, torch.Generator().manual_seed(1))
     for triggers in (searched, drawn):
         assert all(len(t) == 4 * length and len(set(t)) == 4 * length for t in triggers)
