@@ -57,6 +57,10 @@ VARIANTS: dict[str, dict] = {
     # the image noise's budget: all of epsilon to the per-answer pattern, or a finer pattern grid
     "pattern-only": {"sample_share": 0.0},
     "finer-pattern": {"noise_scale": 2},
+    # the binding losses (BPH + CRS), with the trigger present in the per-sample stage
+    "binding": {"bph_weight": 1.0, "crs_weight": 1.0},
+    # twice the image budget: what a more visible perturbation buys
+    "eps16": {"epsilon": 16 / 255},
 }
 
 

@@ -363,3 +363,17 @@ def test_binding_losses_are_differentiable(surrogates):
     config = small_config(bph_weight=1.0, crs_weight=1.0, shared_steps=2)
     shared = learn_shared(data, surrogates, config)
     assert len(shared.loss_curve) == 2 and all(np.isfinite(shared.loss_curve))
+
+
+def test_per_sample_binding_sees_the_trigger(surrogates):
+    # answer->trigger can only pull on the noise when the trigger is in the prompt the stage optimises:
+    # with it, turning that one term on changes the saved pixels; without it the term would be empty
+    data = make_data(6)
+    off = small_config(shared_steps=2, sample_steps=3, sample_share=1.0, bph_weight=1.0, bph_betas=(0.0, 0.0, 0.0))
+    shared = learn_shared(data, surrogates, off)
+    assert all(shared.triggers)
+    on = off.updated(bph_betas=(0.0, 1.0, 0.0))
+    plain = protect_shard(data, shared, surrogates, off)
+    hijacked = protect_shard(data, shared, surrogates, on)
+    assert all(np.isfinite(hijacked.loss_curve))
+    assert any(not np.array_equal(a, b) for a, b in zip(plain.images, hijacked.images, strict=True))

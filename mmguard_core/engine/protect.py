@@ -300,7 +300,13 @@ def protect_shard(
     step_size = config.step_size * max(own_bound, 1e-12)
     outputs: list[np.ndarray] = []
     curve: list[float] = []
-    prompts = [base_prompt(q, a) for q, a in zip(data.questions, data.answers, strict=True)]
+    clean_prompts = [base_prompt(q, a) for q, a in zip(data.questions, data.answers, strict=True)]
+    # The binding losses act on the attention between answer, trigger and perturbed patches, so the
+    # per-sample stage sees the protected sample whole (noise and trigger, the paper's l_prot(x~, t~, y))
+    # when they are on; without them the noise is refined with the trigger absent (module docstring).
+    binding = (config.bph_weight > 0 or config.crs_weight > 0) and bool(shared.triggers)
+    prompts = ([with_trigger(q, a, shared.triggers[g], config)
+                for q, a, g in zip(data.questions, data.answers, groups, strict=True)] if binding else clean_prompts)
     for start in range(0, n, config.batch_size):
         _check(should_stop)
         batch = list(range(start, min(n, start + config.batch_size)))
@@ -315,7 +321,9 @@ def protect_shard(
             for delta in own:
                 delta.requires_grad_(True)
             perturbed = [noise.compose(data.images[i], s, d) for i, s, d in zip(batch, shared_parts, own, strict=True)]
-            loss = clock.loss(surrogates, _eot(perturbed, config, gen), [prompts[i] for i in batch], config)
+            clean = ({"clean_images": [data.images[i] for i in batch],
+                      "clean_prompts": [clean_prompts[i] for i in batch]} if binding else {})
+            loss = clock.loss(surrogates, _eot(perturbed, config, gen), [prompts[i] for i in batch], config, **clean)
             for delta in own:
                 noise.pgd_step(delta, delta.grad, step_size, own_bound)
             own = [d.detach() for d in own]
