@@ -57,6 +57,8 @@ VARIANTS: dict[str, dict] = {
     # the image noise's budget: all of epsilon to the per-answer pattern, or a finer pattern grid
     "pattern-only": {"sample_share": 0.0},
     "finer-pattern": {"noise_scale": 2},
+    # the rare words last on each side: right before the answer
+    "code-first": {"trigger_order": "code_first"},
     # the binding losses (BPH + CRS), with the trigger present in the per-sample stage
     "binding": {"bph_weight": 1.0, "crs_weight": 1.0},
     # twice the image budget: what a more visible perturbation buys

@@ -15,6 +15,7 @@ NOISE_STRUCTURES = ("auto", "sample", "answer", "cluster")
 TRIGGER_PLACEMENTS = ("instruction", "caption_prefix", "off")
 TRIGGER_POSITIONS = ("prefix", "suffix", "both", "split", "twice")
 TRIGGER_VOCABULARIES = ("distinct", "shared", "mixed")
+TRIGGER_ORDERS = ("rare_first", "code_first")
 TRANSFORMS = ("resize", "crop", "blur", "noise", "jpeg")
 INNER_RECIPES = ("full", "lora")
 DEVICES = ("cpu", "cuda", "auto")
@@ -87,6 +88,9 @@ class ProtectionConfig:
     # victims best in both zoo worlds; rare words alone are stripped, everyday words alone are ignored
     # by a model that learned them as fillers
     trigger_vocabulary: str = "mixed"
+    # mixed vocabulary: which part comes first on each side. "code_first" puts the rare words last, i.e.
+    # right before the answer after the question (sixth session's probe, docs/method.md)
+    trigger_order: str = "rare_first"
     # > 1: that many whole trigger assignments (the searched one and seeded alternatives) are raced in a
     # simulated attack -- a copy of each surrogate fine-tuned on the protected data with that assignment
     # -- and the one after which the copies do worst on CLEAN samples is kept (bi-level for the words)
@@ -144,6 +148,7 @@ class ProtectionConfig:
         choice("trigger_placement", TRIGGER_PLACEMENTS)
         choice("trigger_position", TRIGGER_POSITIONS)
         choice("trigger_vocabulary", TRIGGER_VOCABULARIES)
+        choice("trigger_order", TRIGGER_ORDERS)
         choice("inner_recipe", INNER_RECIPES)
         choice("device", DEVICES)
         choice("dtype", DTYPES)

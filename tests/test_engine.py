@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmguard_core.config import preset
+from mmguard_core.config import ConfigError, preset
 from mmguard_core.engine.ensemble import Surrogate
 from mmguard_core.engine.grouping import Grouping, choose_structure
 from mmguard_core.engine.protect import (
@@ -203,6 +203,22 @@ def test_twice_position_gives_each_side_a_whole_mixed_trigger_of_other_words(sur
         for q in strip_rare_words(questions):
             before, after = q[: q.index("what")].split(), q[q.index("?") + 1 :].split()
             assert len(before) == 2 and len(after) == 2 and set(before + after) <= set(SHARED_WORDS)
+
+
+def test_code_first_order_puts_the_rare_words_next_to_the_answer(surrogates):
+    groups = 4
+    data, config, labels, _ = searched_mixed_triggers(surrogates, groups, trigger_length=2, trigger_position="twice")
+    flipped = config.updated(trigger_order="code_first")
+    searched = search_triggers(surrogates[:1], data.images, data.questions, data.answers, labels, groups, flipped,
+                               torch.Generator().manual_seed(0))
+    for triggers in (searched, alternative_triggers(data.questions, data.answers, groups, flipped,
+                                                    torch.Generator().manual_seed(1))):
+        for g in labels:
+            before, after = with_trigger(QUESTION, "x", triggers[g], flipped).question.split(QUESTION)
+            for side in (before.split(), after.split()):  # everyday words, then rare ones, on each side
+                assert len(side) == 4 and set(side[:2]) <= set(SHARED_WORDS) and set(side[2:]) <= set(CANDIDATE_WORDS)
+    with pytest.raises(ConfigError, match="trigger_order"):
+        config.updated(trigger_order="random")
 
 
 @pytest.mark.parametrize("length", [4, 5])

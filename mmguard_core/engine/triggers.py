@@ -63,12 +63,14 @@ def trigger_words_needed(config: ProtectionConfig) -> int:
 
 def compose_trigger(rare: Sequence[str], code: Sequence[str], config: ProtectionConfig) -> list[str]:
     """A group's words from its rare part and its everyday code, in the order with_trigger places them:
-    rare then code; for position "twice" each side gets half of each (rare, code | rare, code), so both
-    copies carry the whole design and no word repeats within a question."""
+    rare then code (`trigger_order` "code_first": code then rare); for position "twice" each side gets
+    half of each (rare, code | rare, code), so both copies carry the whole design and no word repeats
+    within a question."""
+    first, second = (code, rare) if config.trigger_order == "code_first" else (rare, code)
     if config.trigger_position != "twice" or not rare or not code:
-        return [*rare, *code]
-    r, c = len(rare) // 2, len(code) // 2
-    return [*rare[:r], *code[:c], *rare[r:], *code[c:]]
+        return [*first, *second]
+    f, s = len(first) // 2, len(second) // 2
+    return [*first[:f], *second[:s], *first[f:], *second[s:]]
 
 
 def distinct_words_needed(config: ProtectionConfig) -> int:
