@@ -61,6 +61,9 @@ VARIANTS: dict[str, dict] = {
     "code-first": {"trigger_order": "code_first"},
     # the binding losses (BPH + CRS), with the trigger present in the per-sample stage
     "binding": {"bph_weight": 1.0, "crs_weight": 1.0},
+    # ... and a pass over the shared patterns with the trigger in place, against the simulated attackers
+    "binding-shared": {"bph_weight": 1.0, "crs_weight": 1.0, "binding_steps": 30},
+    "strong-control": {},
     # twice the image budget: what a more visible perturbation buys
     "eps16": {"epsilon": 16 / 255},
 }

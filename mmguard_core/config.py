@@ -102,6 +102,9 @@ class ProtectionConfig:
     crs_weight: float = 0.0
     binding_layers: str = "middle"  # "middle" | "all" | "last" | comma list of LM layer indices
     omega_patch_fraction: float = 0.25  # share of image tokens in Omega_delta (least clean-attended)
+    # with the binding losses on: PGD steps on the shared patterns AFTER the trigger search, with the
+    # trigger in place, against the simulated attackers (the paper's joint l_prot over noise and trigger)
+    binding_steps: int = 0
     # bi-level (simulated attacker)
     bilevel_rounds: int = 2  # surrogate fine-tuning rounds interleaved with the shared noise stage
     inner_steps: int = 10
@@ -158,7 +161,7 @@ class ProtectionConfig:
                 f"epsilon: {self.epsilon:.4f} ({self.epsilon * 255:.1f}/255) is out of range (0, 32/255]; "
                 "above 32/255 the perturbation is plainly visible"
             )
-        for name in ("shared_steps", "sample_steps", "bilevel_rounds", "inner_steps"):
+        for name in ("shared_steps", "sample_steps", "bilevel_rounds", "inner_steps", "binding_steps"):
             in_range(name, 0, 10_000)
         in_range("num_clusters", 1, 10_000)
         in_range("noise_scale", 1, 64)
@@ -176,7 +179,7 @@ class ProtectionConfig:
         in_range("batch_size", 1, 4096)
         in_range("seed", 0, 2**32 - 1)
         in_range("threads", 1, 256)
-        for name in ("shared_steps", "sample_steps", "bilevel_rounds", "inner_steps", "num_clusters",
+        for name in ("shared_steps", "sample_steps", "bilevel_rounds", "inner_steps", "binding_steps", "num_clusters",
                      "noise_scale", "trigger_length", "trigger_candidates", "trigger_trials",
                      "trigger_trial_steps", "batch_size", "seed", "threads"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):

@@ -381,6 +381,18 @@ def test_binding_losses_are_differentiable(surrogates):
     assert len(shared.loss_curve) == 2 and all(np.isfinite(shared.loss_curve))
 
 
+def test_binding_pass_moves_the_shared_patterns_with_the_trigger_in_place(surrogates):
+    data = make_data(6)
+    config = small_config(bph_weight=1.0, crs_weight=1.0, shared_steps=2)
+    before = learn_shared(data, surrogates, config)
+    after = learn_shared(data, surrogates, config.updated(binding_steps=3))
+    assert "binding" not in before.stages and after.stages["binding"] > 0
+    assert len(after.loss_curve) == 5 and all(np.isfinite(after.loss_curve))
+    assert after.triggers == before.triggers  # the pass runs after the search and changes only the noise
+    assert not torch.equal(after.patterns, before.patterns)
+    assert after.patterns.abs().max() <= config.epsilon * (1 - config.sample_share) + 1e-6
+
+
 def test_per_sample_binding_sees_the_trigger(surrogates):
     # answer->trigger can only pull on the noise when the trigger is in the prompt the stage optimises:
     # with it, turning that one term on changes the saved pixels; without it the term would be empty

@@ -175,7 +175,8 @@ def learn_shared(
     patterns = noise.init_patterns(num_groups, grid, bound, gen)
     shared_steps = config.shared_steps if structure != "sample" else 0
 
-    total = shared_steps + num_groups * trigger_words_needed(config)
+    binding_steps = config.binding_steps if (config.bph_weight > 0 or config.crs_weight > 0) and shared_steps else 0
+    total = shared_steps + num_groups * trigger_words_needed(config) + binding_steps
     done = 0
     curve: list[float] = []
     started = time.perf_counter()
@@ -212,7 +213,6 @@ def learn_shared(
             stopped_early = True
             break
     stages["shared_noise"] = time.perf_counter() - started
-    del attackers
 
     if progress:
         progress(done, total, "trigger search")
@@ -234,6 +234,26 @@ def learn_shared(
         clock.seconds += time.perf_counter() - t0
     stages["trigger_search"] = time.perf_counter() - started
     stages["stopped_early"] = float(stopped_early)
+    if binding_steps and any(triggers):
+        started = time.perf_counter()
+        triggered = [with_trigger(q, a, triggers[g], config)
+                     for q, a, g in zip(data.questions, data.answers, groups, strict=True)]
+        for _ in range(binding_steps):
+            _check(should_stop)
+            batch = _stratified_batch(groups, num_groups, config.batch_size, gen)
+            patterns.requires_grad_(True)
+            perturbed = [noise.compose(data.images[i], patterns[groups[i]], None) for i in batch]
+            loss = clock.loss(attackers, _eot(perturbed, config, gen), [triggered[i] for i in batch], config,
+                              clean_images=[data.images[i] for i in batch],
+                              clean_prompts=[prompts[i] for i in batch])
+            noise.pgd_step(patterns, patterns.grad, step_size, bound)
+            patterns = patterns.detach()
+            curve.append(float(loss))
+            done += 1
+            if progress:
+                progress(done, total, "binding")
+        stages["binding"] = time.perf_counter() - started
+    del attackers
     if progress:
         progress(total, total, "trigger search")
     kept = patterns.detach() if shared_steps else None
