@@ -96,7 +96,9 @@ class ProtectionConfig:
     # -- and the one after which the copies do worst on CLEAN samples is kept (bi-level for the words)
     trigger_trials: int = 1
     trigger_trial_steps: int = 30  # fine-tuning steps of each simulated attack in the race
-    # cross-modal binding disruption (weights 0 = off)
+    # cross-modal binding disruption (weights 0 = off). With them on, the per-sample stage optimises the
+    # triggered sample; measured over 12 runs: +0.13 white-box, -0.08 held-out Idefics3, 1.5x the time
+    # (docs/method.md, sixth session), so they stay off by default
     bph_weight: float = 0.0
     bph_betas: tuple[float, float, float] = (1.0, 1.0, 1.0)  # trigger->delta, answer->trigger, answer->delta
     crs_weight: float = 0.0
