@@ -255,7 +255,7 @@ def learn_shared(
         stages["binding"] = time.perf_counter() - started
     del attackers
     if progress:
-        progress(total, total, "trigger search")
+        progress(total, total, "binding" if "binding" in stages else "trigger search")
     kept = patterns.detach() if shared_steps else None
     return SharedState(method, grouping, kept, triggers, curve, stages, clock.seconds, race)
 
