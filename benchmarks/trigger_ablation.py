@@ -66,6 +66,7 @@ VARIANTS: dict[str, dict] = {
     "strong-control": {},
     # twice the image budget: what a more visible perturbation buys
     "eps16": {"epsilon": 16 / 255},
+    "binding-eps16": {"bph_weight": 1.0, "crs_weight": 1.0, "epsilon": 16 / 255},
 }
 
 
