@@ -136,6 +136,11 @@ class ProtectionConfig:
         self.bph_betas = tuple(float(b) for b in self.bph_betas)  # type: ignore[assignment]
         self.validate()
 
+    @property
+    def uses_binding(self) -> bool:
+        """Whether the binding losses (BPH, CRS) are on."""
+        return self.bph_weight > 0 or self.crs_weight > 0
+
     # -- validation ------------------------------------------------------------
     def validate(self) -> None:
         def choice(name: str, allowed: tuple[str, ...]) -> None:

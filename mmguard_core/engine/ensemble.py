@@ -77,7 +77,7 @@ def protection_loss(
     clean_prompts: Sequence[Prompt] | None = None,
 ) -> torch.Tensor:
     """Mean over surrogates of l_prot on a batch; differentiable w.r.t. `images`."""
-    binding = (config.bph_weight > 0 or config.crs_weight > 0) and clean_images is not None
+    binding = config.uses_binding and clean_images is not None
     total = torch.zeros(())
     for surrogate in surrogates:
         adapter = surrogate.adapter

@@ -12,6 +12,9 @@ quantise to 8 bits with the L-inf bound enforced on the saved values.
 
 Noise is optimised with the trigger absent and the trigger scored on clean images: each must be a
 working shortcut on its own (the probes saw joint optimisation let the trigger absorb the loss).
+The exception is the binding losses, which act on the attention between answer, trigger and
+perturbed patches: when they are on, the per-sample stage (and `binding_steps` of the shared one,
+after the trigger search) optimise the protected sample whole.
 """
 
 from __future__ import annotations
@@ -175,7 +178,7 @@ def learn_shared(
     patterns = noise.init_patterns(num_groups, grid, bound, gen)
     shared_steps = config.shared_steps if structure != "sample" else 0
 
-    binding_steps = config.binding_steps if (config.bph_weight > 0 or config.crs_weight > 0) and shared_steps else 0
+    binding_steps = config.binding_steps if config.uses_binding and shared_steps else 0
     total = shared_steps + num_groups * trigger_words_needed(config) + binding_steps
     done = 0
     curve: list[float] = []
@@ -185,7 +188,6 @@ def learn_shared(
     rounds = max(1, config.bilevel_rounds) if shared_steps else 0
     steps_per_round = [shared_steps // rounds + (1 if r < shared_steps % rounds else 0) for r in range(rounds)]
     prompts = [base_prompt(q, a) for q, a in zip(data.questions, data.answers, strict=True)]
-    step_size = config.step_size * config.epsilon
     stopped_early = False
     for round_index in range(rounds):
         if config.bilevel_rounds:
@@ -197,15 +199,9 @@ def learn_shared(
             clock.seconds += time.perf_counter() - t0
         for _ in range(steps_per_round[round_index]):
             _check(should_stop)
-            batch = _stratified_batch(groups, num_groups, config.batch_size, gen)
-            patterns.requires_grad_(True)
-            perturbed = [noise.compose(data.images[i], patterns[groups[i]], None) for i in batch]
-            loss = clock.loss(attackers, _eot(perturbed, config, gen), [prompts[i] for i in batch], config,
-                              clean_images=[data.images[i] for i in batch],
-                              clean_prompts=[prompts[i] for i in batch])
-            noise.pgd_step(patterns, patterns.grad, step_size, bound)
-            patterns = patterns.detach()
-            curve.append(float(loss))
+            patterns, loss = _pattern_step(attackers, data, patterns, groups, num_groups, prompts, prompts,
+                                           config, gen, clock, bound)
+            curve.append(loss)
             done += 1
             if progress:
                 progress(done, total, "shared noise")
@@ -240,15 +236,9 @@ def learn_shared(
                      for q, a, g in zip(data.questions, data.answers, groups, strict=True)]
         for _ in range(binding_steps):
             _check(should_stop)
-            batch = _stratified_batch(groups, num_groups, config.batch_size, gen)
-            patterns.requires_grad_(True)
-            perturbed = [noise.compose(data.images[i], patterns[groups[i]], None) for i in batch]
-            loss = clock.loss(attackers, _eot(perturbed, config, gen), [triggered[i] for i in batch], config,
-                              clean_images=[data.images[i] for i in batch],
-                              clean_prompts=[prompts[i] for i in batch])
-            noise.pgd_step(patterns, patterns.grad, step_size, bound)
-            patterns = patterns.detach()
-            curve.append(float(loss))
+            patterns, loss = _pattern_step(attackers, data, patterns, groups, num_groups, triggered, prompts,
+                                           config, gen, clock, bound)
+            curve.append(loss)
             done += 1
             if progress:
                 progress(done, total, "binding")
@@ -258,6 +248,21 @@ def learn_shared(
         progress(total, total, "binding" if "binding" in stages else "trigger search")
     kept = patterns.detach() if shared_steps else None
     return SharedState(method, grouping, kept, triggers, curve, stages, clock.seconds, race)
+
+
+def _pattern_step(models, data: ShardInput, patterns: torch.Tensor, groups, num_groups: int, prompts,
+                  clean_prompts, config: ProtectionConfig, gen: torch.Generator, clock: _Clock,
+                  bound: float) -> tuple[torch.Tensor, float]:
+    """One signed PGD step on the group patterns over a stratified batch (EOT applied); `prompts` are
+    what the models see, `clean_prompts` the binding losses' clean reference."""
+    batch = _stratified_batch(groups, num_groups, config.batch_size, gen)
+    patterns.requires_grad_(True)
+    perturbed = [noise.compose(data.images[i], patterns[groups[i]], None) for i in batch]
+    loss = clock.loss(models, _eot(perturbed, config, gen), [prompts[i] for i in batch], config,
+                      clean_images=[data.images[i] for i in batch],
+                      clean_prompts=[clean_prompts[i] for i in batch])
+    noise.pgd_step(patterns, patterns.grad, config.step_size * config.epsilon, bound)
+    return patterns.detach(), float(loss)
 
 
 def _converged(curve: list[float], config: ProtectionConfig, window: int = 5) -> bool:
@@ -324,7 +329,7 @@ def protect_shard(
     # The binding losses act on the attention between answer, trigger and perturbed patches, so the
     # per-sample stage sees the protected sample whole (noise and trigger, the paper's l_prot(x~, t~, y))
     # when they are on; without them the noise is refined with the trigger absent (module docstring).
-    binding = (config.bph_weight > 0 or config.crs_weight > 0) and bool(shared.triggers)
+    binding = config.uses_binding and bool(shared.triggers)
     prompts = ([with_trigger(q, a, shared.triggers[g], config)
                 for q, a, g in zip(data.questions, data.answers, groups, strict=True)] if binding else clean_prompts)
     for start in range(0, n, config.batch_size):
