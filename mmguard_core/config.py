@@ -97,8 +97,8 @@ class ProtectionConfig:
     trigger_trials: int = 1
     trigger_trial_steps: int = 30  # fine-tuning steps of each simulated attack in the race
     # cross-modal binding disruption (weights 0 = off). With them on, the per-sample stage optimises the
-    # triggered sample; measured over 12 runs: +0.13 white-box, -0.08 held-out Idefics3, 1.5x the time
-    # (docs/method.md, sixth session), so they stay off by default
+    # triggered sample; measured over 12 runs per zoo world: white-box +0.13 / +0.04, held-out Idefics3
+    # -0.08 / +0.05, 1.5x the time (docs/method.md, sixth session), so they stay off by default
     bph_weight: float = 0.0
     bph_betas: tuple[float, float, float] = (1.0, 1.0, 1.0)  # trigger->delta, answer->trigger, answer->delta
     crs_weight: float = 0.0
