@@ -63,6 +63,7 @@ VARIANTS: dict[str, dict] = {
     "binding": {"bph_weight": 1.0, "crs_weight": 1.0},
     # ... and a pass over the shared patterns with the trigger in place, against the simulated attackers
     "binding-shared": {"bph_weight": 1.0, "crs_weight": 1.0, "binding_steps": 30},
+    # no change: re-runs --preset itself, the control the variants above are compared with
     "strong-control": {},
     # twice the image budget: what a more visible perturbation buys
     "eps16": {"epsilon": 16 / 255},

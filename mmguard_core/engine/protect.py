@@ -326,12 +326,14 @@ def protect_shard(
     outputs: list[np.ndarray] = []
     curve: list[float] = []
     clean_prompts = [base_prompt(q, a) for q, a in zip(data.questions, data.answers, strict=True)]
+    group_words = [shared.triggers[g] if shared.triggers else [] for g in groups]
+    protected_prompts = [with_trigger(q, a, words, config)
+                         for q, a, words in zip(data.questions, data.answers, group_words, strict=True)]
     # The binding losses act on the attention between answer, trigger and perturbed patches, so the
     # per-sample stage sees the protected sample whole (noise and trigger, the paper's l_prot(x~, t~, y))
     # when they are on; without them the noise is refined with the trigger absent (module docstring).
     binding = config.uses_binding and bool(shared.triggers)
-    prompts = ([with_trigger(q, a, shared.triggers[g], config)
-                for q, a, g in zip(data.questions, data.answers, groups, strict=True)] if binding else clean_prompts)
+    prompts = protected_prompts if binding else clean_prompts
     for start in range(0, n, config.batch_size):
         _check(should_stop)
         batch = list(range(start, min(n, start + config.batch_size)))
@@ -362,9 +364,7 @@ def protect_shard(
     questions: list[str | None] = []
     answers: list[str] = []
     triggers: list[str | None] = []
-    for i in range(n):
-        words = shared.triggers[groups[i]] if shared.triggers else []
-        prompt = with_trigger(data.questions[i], data.answers[i], words, config)
+    for i, (words, prompt) in enumerate(zip(group_words, protected_prompts, strict=True)):
         trigger = " ".join(words) if words and config.trigger_placement != "off" else None
         triggers.append(trigger)
         if data.questions[i] is None:
