@@ -53,10 +53,13 @@ def presets() -> dict[str, dict[str, Any]]:
     return {name: preset(name).to_dict() for name in PRESETS}
 
 
-def config_for_run(data: dict[str, Any], threads: int | None) -> ProtectionConfig:
+def config_for_run(data: dict[str, Any], threads: int | None, device: str = "auto") -> ProtectionConfig:
+    """The job's config as this worker runs it: threads and device are the worker machine's to decide
+    (a job stored with the preset's `device: cpu` still uses the GPU of a GPU worker)."""
     config = ProtectionConfig.from_dict(data)
     if threads is not None:
         config.threads = threads
+    config.device = device
     return config
 
 

@@ -48,6 +48,8 @@ def main() -> int:
     parser.add_argument("--zoo-size", default="small")
     parser.add_argument("--zoo-dir", type=Path, help="use checkpoints saved under DIR/<family> instead of the zoo cache")
     parser.add_argument("--skip-fast-timing", action="store_true")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                        help="protection and victim fine-tuning")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/protect_bench.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -69,7 +71,7 @@ def main() -> int:
         for task in args.tasks.split(","):
             train_dir, test_dir = write_task(scratch, task, args.train, args.test)
             config = preset(args.preset, method=args.method, surrogates=[spec(f) for f in ensemble],
-                            zoo_size=args.zoo_size, **overrides)
+                            zoo_size=args.zoo_size, device=args.device, **overrides)
             t0 = time.perf_counter()
             report = run_protection(train_dir, scratch / f"{task}-protected", config)
             protect_seconds = time.perf_counter() - t0
@@ -78,7 +80,8 @@ def main() -> int:
             victims = {"white-box": spec(ensemble[0]), "black-box": spec(args.heldout)}
             rows = {}
             for threat, victim in victims.items():
-                result = evaluate_protection(clean, protected, test, victim, recipe, seeds, args.zoo_size)
+                result = evaluate_protection(clean, protected, test, victim, recipe, seeds, args.zoo_size,
+                                             device=args.device)
                 rows[threat] = result
                 scores = [r["protection"] for r in result["runs"] if r["protection"] is not None]
                 accs = [(r["acc_clean"], r["acc_protected"]) for r in result["runs"]]
@@ -96,13 +99,14 @@ def main() -> int:
                                       "groups": report["groups"], "victims": rows}
         if not args.skip_fast_timing:
             train_dir, _ = write_task(scratch, "easy", 1000, 10)
-            config = preset("fast", surrogates=[spec(f) for f in ensemble], zoo_size=args.zoo_size)
+            config = preset("fast", surrogates=[spec(f) for f in ensemble], zoo_size=args.zoo_size,
+                            device=args.device)
             t0 = time.perf_counter()
             run_protection(train_dir, scratch / "fast-protected", config)
             fast_seconds = time.perf_counter() - t0
             results["fast_1000_seconds"] = fast_seconds
             print(f"fast preset: {fast_seconds:.0f} s to protect 1000 samples (32 px, ensemble {args.ensemble}, "
-                  f"{torch.get_num_threads()} thread)")
+                  f"{torch.get_num_threads()} thread, device {args.device})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=str))
     print(f"wrote {args.out}")

@@ -84,6 +84,8 @@ def main() -> int:
     parser.add_argument("--protect-seeds", default="0", help="protection seeds (trigger words, noise)")
     parser.add_argument("--countermeasures", default="strip_rare")
     parser.add_argument("--zoo-size", default="small", help="zoo the surrogates and zoo victims come from")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                        help="protection and victim fine-tuning")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/trigger_ablation.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -97,7 +99,8 @@ def main() -> int:
         for name in args.variants.split(","):
             for protect_seed in (int(s) for s in args.protect_seeds.split(",")):
                 config = preset(args.preset, surrogates=[f"zoo:{f}" for f in args.ensemble.split(",")],
-                                seed=protect_seed, verify=False, zoo_size=args.zoo_size, **VARIANTS[name])
+                                seed=protect_seed, verify=False, zoo_size=args.zoo_size, device=args.device,
+                                **VARIANTS[name])
                 out = scratch / f"{name}-{protect_seed}"
                 t0 = time.perf_counter()
                 report = run_protection(train_dir, out, config)
@@ -107,7 +110,8 @@ def main() -> int:
                       f"triggers {triggers}", flush=True)
                 for victim in args.victims.split(","):
                     result = evaluate_protection(clean, protected, test, victim, VictimRecipe(), seeds,
-                                                 zoo_size=args.zoo_size, countermeasures=conditions)
+                                                 zoo_size=args.zoo_size, countermeasures=conditions,
+                                                 device=args.device)
                     for key, entry in result["conditions"].items():
                         values = [r["protection"] for r in entry["runs"]]
                         mean = entry["protection_mean"]  # over the runs that have a verdict

@@ -247,6 +247,8 @@ def register_evaluate(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, action="append", help="repeat for several seeds")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
+                        help="where the victims are fine-tuned (auto: cuda when there is one)")
     parser.add_argument("--countermeasure", action="append", metavar="NAME",
                         help="apply to the protected train split before fine-tuning (repeat for several; "
                              "none, jpeg90, jpeg75, jpeg50, downscale, blur, noise, iss, augment, strip_rare, "

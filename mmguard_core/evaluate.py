@@ -392,15 +392,19 @@ def evaluate_protection(clean_train: Dataset, protected_train: Dataset, test: Da
                         recipe: VictimRecipe | None = None, seeds: tuple[int, ...] = (0,),
                         zoo_size: str = "small", *, countermeasures: Sequence[str] = ("none",),
                         protect_fractions: Sequence[float] = (1.0,), countermeasure_reference: bool = False,
-                        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                        progress: Callable[[str], None] | None = None, device: str = "cpu") -> dict[str, Any]:
     """Fine-tune `victim` on both train splits per seed; report accuracies and protection.
 
     With several `countermeasures` / `protect_fractions`, the clean-trained reference is trained once
     per seed and every condition (countermeasure on the protected split, or a clean/protected mix)
     gets its own protected-trained run; `result["conditions"][key]` holds each condition's runs and
     mean ± spread (key = countermeasure name, or "none@50%" for a mix). The top-level `runs` /
-    `protection_mean` are those of the first condition (the plain evaluation by default)."""
+    `protection_mean` are those of the first condition (the plain evaluation by default).
+    `device`: cpu, cuda or auto -- where the victims are fine-tuned."""
+    from mmguard_core.engine.ensemble import resolve_device
+
     recipe = recipe or VictimRecipe()
+    device = resolve_device(device)
     for name in countermeasures:
         if name not in COUNTERMEASURES:
             raise ValueError(f"countermeasure: unknown {name!r}; use one of {', '.join(COUNTERMEASURES)}")
@@ -411,7 +415,7 @@ def evaluate_protection(clean_train: Dataset, protected_train: Dataset, test: Da
     floor = majority_rate(test_split.answers)
     from mmguard_core.victims import make_victim
 
-    fresh = make_victim(victim, zoo_size)
+    fresh = make_victim(victim, zoo_size, device=device)
     before = fresh.accuracy(test_split.images, test_split.prompts()) if fresh.pretrained else None
     del fresh
     say = progress or (lambda _msg: None)
@@ -420,7 +424,7 @@ def evaluate_protection(clean_train: Dataset, protected_train: Dataset, test: Da
     clean_acc: dict[int, float] = {}
     for seed in seeds:
         t0 = time.perf_counter()
-        clean_acc[seed] = train_and_score(victim, clean, test_split, recipe, seed, zoo_size)
+        clean_acc[seed] = train_and_score(victim, clean, test_split, recipe, seed, zoo_size, device=device)
         say(f"{victim} seed {seed}: clean-trained {clean_acc[seed]:.3f} ({time.perf_counter() - t0:.0f} s)")
         for cm, fraction in plan:
             key = _condition_key(cm, fraction)
@@ -428,14 +432,14 @@ def evaluate_protection(clean_train: Dataset, protected_train: Dataset, test: Da
             train = protected if fraction >= 1.0 else mix_splits(clean, protected, fraction, seed)[0]
             images, questions, augment = apply_countermeasure(cm, train.images, train.questions, seed)
             acc_prot = train_and_score(victim, Split(images, questions, train.answers), test_split, recipe, seed,
-                                       zoo_size, augment)
+                                       zoo_size, augment, device=device)
             run = {"seed": seed, "acc_clean": clean_acc[seed], "acc_protected": acc_prot,
                    "protection": protection_score(acc_prot, clean_acc[seed], floor),
                    "protection_raw": raw_protection(acc_prot, clean_acc[seed], floor)}
             if countermeasure_reference and cm != "none":
                 c_images, c_questions, c_augment = apply_countermeasure(cm, clean.images, clean.questions, seed)
                 acc_cm_clean = train_and_score(victim, Split(c_images, c_questions, clean.answers), test_split,
-                                               recipe, seed, zoo_size, c_augment)
+                                               recipe, seed, zoo_size, c_augment, device=device)
                 run["acc_clean_countermeasure"] = acc_cm_clean
                 run["protection_vs_cm_clean"] = protection_score(acc_prot, acc_cm_clean, floor)
             entry = conditions.setdefault(key, {"countermeasure": cm, "protect_fraction": fraction, "runs": []})
@@ -454,6 +458,7 @@ def evaluate_protection(clean_train: Dataset, protected_train: Dataset, test: Da
         "victim": victim,
         "recipe": asdict(recipe),
         "zoo_size": zoo_size,
+        "device": device,
         "floor": floor,
         "acc_before_finetune": before,
         "runs": first["runs"],
@@ -467,8 +472,14 @@ def evaluate_protection(clean_train: Dataset, protected_train: Dataset, test: Da
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mmguard_core.data import load_dataset
     from mmguard_core.data.errors import DatasetError
+    from mmguard_core.engine.ensemble import resolve_device
 
     torch.set_num_threads(args.threads)
+    try:
+        args.device = resolve_device(getattr(args, "device", "cpu"))
+    except RuntimeError as exc:  # cuda asked for on a machine without one
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     recipe = VictimRecipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, recipe=args.recipe,
                           freeze_vision=args.freeze_vision)
     countermeasures = getattr(args, "countermeasure", None) or ["none"]
@@ -485,7 +496,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             result = evaluate_protection(clean, protected, test, args.victim, recipe, tuple(args.seed or [0]),
                                          args.zoo_size, countermeasures=countermeasures,
                                          protect_fractions=fractions,
-                                         countermeasure_reference=getattr(args, "countermeasure_reference", False))
+                                         countermeasure_reference=getattr(args, "countermeasure_reference", False),
+                                         device=args.device)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

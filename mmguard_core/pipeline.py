@@ -22,7 +22,7 @@ from mmguard_core import __version__, metrics
 from mmguard_core.config import ProtectionConfig
 from mmguard_core.data import load_dataset, merge_alpha, read_image_uint8, write_protected
 from mmguard_core.data.sample import Dataset, ProtectedSample
-from mmguard_core.engine.ensemble import load_ensemble
+from mmguard_core.engine.ensemble import load_ensemble, resolve_device
 from mmguard_core.engine.protect import (
     ProtectionCancelled,
     ShardInput,
@@ -196,6 +196,7 @@ def build_report(dataset: Dataset, data: ShardInput, shard: ShardOutput, shared:
         "method": config.method,
         "config": config.to_dict(),
         "surrogates": surrogate_names,
+        "device": resolve_device(config.device),  # what config.device "auto" turned out to be
         "dataset": {"samples": len(dataset.samples), "kind": dataset.kind, "layout": dataset.layout},
         "trigger": {
             "placement": config.trigger_placement if config.trigger_length else "off",

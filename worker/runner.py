@@ -185,7 +185,7 @@ class JobRun:
         if source_key is None:
             return self._finish_failed("the dataset was deleted before the job ran")
         try:
-            config = config_for_run(config_data, self.settings.threads)
+            config = config_for_run(config_data, self.settings.threads, self.settings.device)
         except ConfigError as exc:
             return self._finish_failed(f"invalid configuration: {exc}")
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     stale_after_seconds: float = Field(default=60.0, gt=0)
     progress_interval_seconds: float = Field(default=0.5, ge=0)  # floor 0.05
     threads: int | None = Field(default=None, ge=1)  # overrides config.threads in the worker
+    # where a worker computes: the machine decides, not the job (auto = the GPU when there is one)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     preload_engine: bool = True  # import the engine (torch) in each worker child at start
     models_dir: Path | None = None  # surrogate checkpoints users may name; unset = zoo only
     log_level: str = "INFO"

@@ -80,7 +80,11 @@ def check_report(base: str, key: str, job: dict[str, Any]) -> dict[str, Any]:
     body = response.json()
     assert body["job"]["id"] == job["id"] and body["job"]["status"] == "succeeded"
     report = body["report"]
-    assert report["config"] == job["config"], (report["config"], job["config"])
+    # the worker machine decides the device (MMGUARD_DEVICE, default auto); everything else is the job's
+    ran, asked = dict(report["config"]), dict(job["config"])
+    assert ran.pop("device") == "auto" and report["device"] in ("cpu", "cuda"), report["device"]
+    asked.pop("device")
+    assert ran == asked, (ran, asked)
     assert len(report["images"]) == report["dataset"]["samples"] > 0, report["dataset"]
     assert report["summary"]["linf_max"] <= job["config"]["epsilon"] + 1e-6, report["summary"]
     assert "input" not in report and "output" not in report  # no server paths

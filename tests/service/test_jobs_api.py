@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from app.core.config import Settings
+from app.jobspec import config_for_run
 from mmguard_core.config import preset
 
 from .conftest import auth
@@ -125,3 +127,19 @@ def test_openapi_operation_ids(client) -> None:
             "jobs-get_report", "utils-health"} <= ids
     upload = spec["paths"]["/api/v1/datasets"]["post"]
     assert "file" in upload["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+
+
+def test_the_worker_machine_decides_threads_and_device() -> None:
+    stored = preset("balanced").to_dict()  # what a job row holds: the preset's device "cpu"
+    config = config_for_run(stored, 3, Settings(device="cuda").device)
+    assert config.device == "cuda" and config.threads == 3
+    assert {k: v for k, v in config.to_dict().items() if k not in ("device", "threads")} == {
+        k: v for k, v in stored.items() if k not in ("device", "threads")}
+    assert config_for_run(stored, None, Settings().device).device == "auto"
+
+
+def test_a_bad_worker_device_setting_is_refused() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="device"):
+        Settings(device="gpu")
