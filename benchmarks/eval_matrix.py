@@ -97,6 +97,8 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", help="protection config override")
     parser.add_argument("--zoo-size", default="small")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                        help="protection and victim fine-tuning")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/eval_matrix"))
     args = parser.parse_args()
     for key, value in (QUICK if args.quick else FULL).items():
@@ -134,7 +136,8 @@ def main() -> int:
         scratch = Path(scratch)
         for task in args.tasks.split(","):
             train_dir, test_dir = write_task(scratch, task, args.train, args.test)
-            config = preset(args.preset, surrogates=[f"zoo:{f}" for f in ensemble], zoo_size=args.zoo_size, **overrides)
+            config = preset(args.preset, surrogates=[f"zoo:{f}" for f in ensemble], zoo_size=args.zoo_size,
+                            device=args.device, **overrides)
             t0 = time.perf_counter()
             report = run_protection(train_dir, scratch / f"{task}-protected", config)
             protect_seconds = time.perf_counter() - t0
@@ -143,6 +146,8 @@ def main() -> int:
             clean, protected, test = (load_dataset(p, work_dir=scratch) for p in
                                       (train_dir, scratch / f"{task}-protected", test_dir))
             rows: dict = {"threats": {}, "recipes": {}}
+            results["tasks"][task] = {"report_summary": report["summary"], "groups": report["groups"],
+                                      "protect_seconds": protect_seconds, **rows}
             for threat, spec in threats:
                 heavy = threat in cm_victims or (threat.startswith("black-box") and "black-box" in cm_victims
                                                  and spec != "cnn")
@@ -151,28 +156,30 @@ def main() -> int:
                     clean, protected, test, spec, recipe, seeds, args.zoo_size,
                     countermeasures=countermeasures if heavy else ["none"],
                     protect_fractions=fractions if heavy else [1.0],
-                    countermeasure_reference=args.cm_reference and heavy, progress=lambda m, t=task: log(f"[{t}] {m}"))
+                    countermeasure_reference=args.cm_reference and heavy, progress=lambda m, t=task: log(f"[{t}] {m}"),
+                    device=args.device)
                 rows["threats"][f"{threat} {spec}"] = {"threat": threat, **result}
+                write_outputs(results, args.out, argv=sys.argv, plot_too=False)  # partial results survive
                 log(f"[{task}] {threat} {spec}: protection {fmt(result['protection_mean'], result['protection_std'])}")
             for name, recipe in variants.items():
                 spec = threats[0][1]
                 result = evaluate_protection(clean, protected, test, spec, recipe, seeds, args.zoo_size,
-                                             progress=lambda m, t=task: log(f"[{t}] {m}"))
+                                             progress=lambda m, t=task: log(f"[{t}] {m}"), device=args.device)
                 rows["recipes"][name] = result
+                write_outputs(results, args.out, argv=sys.argv, plot_too=False)
                 log(f"[{task}] recipe {name} on {spec}: protection {fmt(result['protection_mean'], result['protection_std'])}")
-            results["tasks"][task] = {"report_summary": report["summary"], "groups": report["groups"],
-                                      "protect_seconds": protect_seconds, **rows}
-            write_outputs(results, args.out, argv=sys.argv)  # after every task: partial results survive
     results["seconds"] = time.perf_counter() - started
     write_outputs(results, args.out, argv=sys.argv)
     log(f"wrote {args.out}.json / .md / .png")
     return 0
 
 
-def write_outputs(results: dict, out: Path, argv: list[str]) -> None:
+def write_outputs(results: dict, out: Path, argv: list[str], plot_too: bool = True) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))
     out.with_suffix(".md").write_text(markdown(results, argv))
+    if not plot_too:
+        return
     try:
         plot(results, out.with_suffix(".png"))
     except ImportError:

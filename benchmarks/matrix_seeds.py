@@ -1,0 +1,104 @@
+"""Pool several eval_matrix.py runs that differ only in the protection seed into one table.
+
+    .venv/bin/python benchmarks/matrix_seeds.py RUN.json [RUN.json ...] --out benchmarks/out/matrix_seeds
+
+One eval_matrix run protects each task once; which trigger words and noise that one protection drew
+moves a cell by up to ±0.3 (docs/evaluation.md). Run eval_matrix.py once per protection seed
+(`--set seed=N`, same everything else) and pass the JSON files here: every cell becomes the mean ±
+population std over all (protection seed × victim seed) runs, with the range of the per-protection-seed
+means beside it. Runs are grouped by (zoo size, task); a run that stopped early adds what it finished.
+Writes OUT.md and OUT.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+TARGETS = {"white-box": 0.99, "gray-box": 0.95, "black-box": 0.95}
+
+
+def cell_runs(entry: dict, seed: int) -> list[tuple[int, float]]:
+    return [(seed, r["protection"]) for r in entry["runs"] if r["protection"] is not None]
+
+
+def pool(files: list[Path]) -> dict:
+    """{(zoo, task): {"rows": {row label: [(protection seed, protection), ...]}, "meta": ...}}"""
+    groups: dict[tuple[str, str], dict] = {}
+    for path in files:
+        data = json.loads(path.read_text())
+        setup = data["setup"]
+        seed = int(dict(item.split("=", 1) for item in setup.get("set") or []).get("seed", 0))
+        for task, rows in data["tasks"].items():
+            group = groups.setdefault((setup["zoo_size"], task), {"rows": {}, "seeds": set(), "psnr": [],
+                                                                   "preset": setup["preset"],
+                                                                   "victim_seeds": setup["seeds"],
+                                                                   "ensemble": setup["ensemble"]})
+            group["seeds"].add(seed)
+            group["psnr"].append(rows["report_summary"]["psnr_mean"])
+            for result in rows["threats"].values():
+                label = f"{result['threat']} `{result['victim']}`"
+                for key, condition in result["conditions"].items():
+                    row = label if key == "none" else f"{label}, {key}"
+                    group["rows"].setdefault(row, []).extend(cell_runs(condition, seed))
+            for name, result in rows["recipes"].items():
+                group["rows"].setdefault(f"recipe {name} (white-box)", []).extend(cell_runs(result, seed))
+    return groups
+
+
+def summarise(values: list[tuple[int, float]]) -> dict:
+    scores = [v for _, v in values]
+    by_seed: dict[int, list[float]] = {}
+    for seed, v in values:
+        by_seed.setdefault(seed, []).append(v)
+    means = [sum(v) / len(v) for v in by_seed.values()]
+    return {"n": len(scores), "mean": statistics.fmean(scores), "std": statistics.pstdev(scores),
+            "seed_min": min(means), "seed_max": max(means), "protect_seeds": len(by_seed)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/matrix_seeds"))
+    args = parser.parse_args()
+    groups = pool(args.runs)
+    table: dict = {}
+    lines = [f"Pooled from {len(args.runs)} eval_matrix runs: `benchmarks/matrix_seeds.py "
+             f"{' '.join(p.name for p in args.runs)}`", ""]
+    for (zoo, task), group in sorted(groups.items()):
+        seeds = sorted(group["seeds"])
+        lines += [f"### {task}, zoo `{zoo}`", "",
+                  f"Preset `{group['preset']}`, ensemble {group['ensemble']}, protection seeds {seeds}, victim "
+                  f"seeds {group['victim_seeds']}; PSNR {min(group['psnr']):.1f}–{max(group['psnr']):.1f} dB.", "",
+                  "| row | protection, mean ± std | per protection seed (min – max) | runs | target |",
+                  "| --- | --- | --- | --- | --- |"]
+        for row, values in group["rows"].items():
+            if not values:
+                lines.append(f"| {row} | n/a (no verdict) | | 0 | |")
+                continue
+            s = summarise(values)
+            table.setdefault(f"{zoo}/{task}", {})[row] = s
+            threat = row.split(" `")[0]
+            if row.startswith("recipe"):
+                target_text = f"≥ {TARGETS['white-box']}"  # an attacker recipe on the white-box family
+            elif "@" in row:
+                target_text = "–"  # clean data mixed in: no target in issue 5
+            elif "," in row:
+                target_text = "≥ 0.7" if row.endswith(", iss") else "≥ 0.85"  # a countermeasure
+            else:
+                target_text = f"≥ {TARGETS[threat.split(' (')[0]]}"
+            lines.append(f"| {row} | {s['mean']:.2f} ± {s['std']:.2f} | {s['seed_min']:.2f} – {s['seed_max']:.2f} "
+                         f"| {s['n']} ({s['protect_seeds']} seeds) | {target_text} |")
+        lines.append("")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps(table, indent=2))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
