@@ -7,7 +7,8 @@ moves a cell by up to ±0.3 (docs/evaluation.md). Run eval_matrix.py once per pr
 (`--set seed=N`, same everything else) and pass the JSON files here: every cell becomes the mean ±
 population std over all (protection seed × victim seed) runs, with the range of the per-protection-seed
 means beside it. Runs are grouped by (zoo size, task); a run that stopped early adds what it finished.
-Writes OUT.md and OUT.json.
+Writes OUT.md, OUT.json and OUT.png (matplotlib: one panel per zoo world and task, bars = pooled mean,
+whiskers = range of the per-protection-seed means).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ def pool(files: list[Path]) -> dict:
         for task, rows in data["tasks"].items():
             group = groups.setdefault((setup["zoo_size"], task), {"rows": {}, "seeds": set(), "psnr": [],
                                                                    "preset": setup["preset"],
-                                                                   "victim_seeds": setup["seeds"],
+                                                                   "victim_seeds": set(),
                                                                    "ensemble": setup["ensemble"]})
             group["seeds"].add(seed)
+            group["victim_seeds"].update(int(v) for v in str(setup["seeds"]).split(","))
             group["psnr"].append(rows["report_summary"]["psnr_mean"])
             for result in rows["threats"].values():
                 label = f"{result['threat']} `{result['victim']}`"
@@ -72,7 +74,7 @@ def main() -> int:
         seeds = sorted(group["seeds"])
         lines += [f"### {task}, zoo `{zoo}`", "",
                   f"Preset `{group['preset']}`, ensemble {group['ensemble']}, protection seeds {seeds}, victim "
-                  f"seeds {group['victim_seeds']}; PSNR {min(group['psnr']):.1f}–{max(group['psnr']):.1f} dB.", "",
+                  f"seeds {sorted(group['victim_seeds'])}; PSNR {min(group['psnr']):.1f}–{max(group['psnr']):.1f} dB.", "",
                   "| row | protection, mean ± std | per protection seed (min – max) | runs | target |",
                   "| --- | --- | --- | --- | --- |"]
         for row, values in group["rows"].items():
@@ -84,7 +86,7 @@ def main() -> int:
             threat = row.split(" `")[0]
             if row.startswith("recipe"):
                 target_text = f"≥ {TARGETS['white-box']}"  # an attacker recipe on the white-box family
-            elif "@" in row:
+            elif row.endswith("%"):
                 target_text = "–"  # clean data mixed in: no target in issue 5
             elif "," in row:
                 target_text = "≥ 0.7" if row.endswith(", iss") else "≥ 0.85"  # a countermeasure
@@ -96,8 +98,36 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(table, indent=2))
+    try:
+        plot(table, args.out.with_suffix(".png"))
+    except ImportError:
+        print("matplotlib missing (pip install -e '.[dev]'): no plot", file=sys.stderr)
     print("\n".join(lines))
     return 0
+
+
+def plot(table: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(table), 1, figsize=(16, 4.2 * len(table)), squeeze=False)
+    for ax, (group, rows) in zip(axes[:, 0], sorted(table.items()), strict=True):
+        labels = list(rows)
+        means = [rows[k]["mean"] for k in labels]
+        low = [rows[k]["mean"] - rows[k]["seed_min"] for k in labels]
+        high = [rows[k]["seed_max"] - rows[k]["mean"] for k in labels]
+        colours = ["tab:blue" if "," not in k and not k.startswith("recipe") else
+                   "tab:green" if k.startswith("recipe") else "tab:orange" for k in labels]
+        ax.bar(range(len(labels)), means, yerr=[low, high], capsize=2, color=colours)
+        ax.set_xticks(range(len(labels)), [k.replace("`", "") for k in labels], rotation=60, ha="right", fontsize=6)
+        ax.set_ylim(min(0.0, *means) - 0.05, 1.05)
+        ax.axhline(0.95, color="grey", lw=0.8, ls="--")
+        ax.set_title(f"{group}: protection pooled over protection seeds (whiskers: per-seed range)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
