@@ -119,8 +119,14 @@ def cmd_protect(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from mmguard_core.engine.ensemble import resolve_device
     from mmguard_core.pipeline import run_protection
 
+    try:
+        resolve_device(config.device)
+    except RuntimeError as exc:  # cuda asked for on a machine without one: a usage error, before any work
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     bar = ProgressBar(quiet=args.quiet)
     try:
         fields = dict(item.split("=", 1) for item in args.field or [] if "=" in item)

@@ -112,6 +112,19 @@ def test_evaluate_prints_protection(vqa_folder, tmp_path):
     assert "protection" in result.stdout
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("command", ["protect", "evaluate"])
+def test_cuda_on_a_machine_without_one_is_a_clear_error(vqa_folder, tmp_path, command):
+    if command == "protect":
+        args = ["protect", vqa_folder, "-o", tmp_path / "o", *FAST, "--device", "cuda"]
+    else:
+        args = ["evaluate", "--clean-train", vqa_folder, "--protected-train", vqa_folder, "--test", vqa_folder,
+                "--zoo-size", "test", "--device", "cuda"]
+    result = mmguard(*args)
+    assert result.returncode == 2 and "no CUDA device" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_epsilon_out_of_range_is_a_clear_error(vqa_folder, tmp_path):
     result = mmguard("protect", vqa_folder, "-o", tmp_path / "o", "--epsilon", "64/255", *FAST)
     assert result.returncode == 2
