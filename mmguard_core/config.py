@@ -125,7 +125,7 @@ class ProtectionConfig:
     threads: int = 1
     # per-job verification: a budgeted simulated attack on a model outside the ensemble (verify.py)
     verify: bool = True  # the `fast` preset turns it off
-    verify_victim: str = "auto"  # auto: a zoo family left out of the ensemble, else the project's CNN
+    verify_victim: str = "auto"  # auto: a zoo family left out of the ensemble (verify.VERIFY_ORDER), else the CNN
     verify_samples: int = 400  # most samples the simulated attacker fine-tunes on
     verify_epochs: float = 3.0
 

@@ -13,8 +13,9 @@ this copy learn my task?". This module answers it for one held-out victim within
    1 - (acc_protected - floor) / (acc_clean - floor) as in `mmguard_core.evaluate`.
 
 The victim is chosen outside the ensemble (`resolve_verify_victim`), so the figure is a black-box
-one. It is a single seed on a few hundred samples: docs/evaluation.md shows seed spreads of ±0.1–0.2
-on our benchmark, and the report says so. Open-ended answers (captions) have no exact-match score,
+one, and "auto" picks the held-out family that has been hardest to protect on our benchmark. It is a
+single model and seed on a few hundred samples: docs/evaluation.md shows spreads of up to ±0.3
+between seeds and more between held-out models, and the report says so. Open-ended answers (captions) have no exact-match score,
 so verification reports "skipped" with the reason instead of a number nobody should read.
 """
 
@@ -35,8 +36,14 @@ VERIFY_COUNTERMEASURES = ("jpeg75", "downscale")
 MIN_TRAIN, MIN_TEST = 24, 12
 MAX_TEST = 200
 LEARNED_MARGIN = 0.1  # the clean-trained victim must beat the floor by this much for a verdict
-SPREAD_NOTE = ("one victim seed on a subset of the job's samples; on our benchmark the spread between "
-               "seeds is ±0.1–0.2 (docs/evaluation.md), so read it as a check, not a guarantee")
+SPREAD_NOTE = ("one held-out model, one seed, a subset of the job's samples; on our benchmark one protection "
+               "moves by up to ±0.3 between seeds and more between held-out models (docs/evaluation.md), "
+               "so read it as a check, not a guarantee")
+# "auto" takes the first family outside the ensemble in this order: the held-out families from the
+# hardest to protect on our benchmark to the easiest (docs/evaluation.md, seventh session: Gemma3
+# 0.18-0.25, InternVL 0.36-0.81, LLaVA-NeXT 0.47-0.77, Idefics3 0.55-0.77, Qwen2.5-VL 0.77-0.90,
+# PaliGemma 1.00 in every run), so the check errs on the pessimistic side
+VERIFY_ORDER = ("gemma3", "internvl", "llava_next", "idefics3", "qwen2_5_vl", "paligemma", "llava", "qwen2_vl")
 
 
 class VerificationCancelled(Exception):
@@ -44,17 +51,16 @@ class VerificationCancelled(Exception):
 
 
 def resolve_verify_victim(config: ProtectionConfig) -> str:
-    """`verify_victim` as given, or for "auto" the first zoo family outside the ensemble; when the
-    ensemble holds every zoo family, the project's non-transformer VQA model (``cnn``)."""
+    """`verify_victim` as given, or for "auto" the first VERIFY_ORDER family outside the ensemble; when
+    the ensemble holds every one, the project's non-transformer VQA model (``cnn``)."""
     if config.verify_victim != "auto":
         return config.verify_victim
     from mmguard_core.engine.ensemble import default_surrogate_specs
-    from mmguard_core.models.zoo import ZOO_FAMILIES
 
     specs = config.surrogates or default_surrogate_specs()
     used = {parse_zoo_spec(spec.split(":", 1)[1])[0] for spec in specs if spec.startswith("zoo:")}
     used |= {spec.split(":", 1)[0] for spec in specs if not spec.startswith("zoo:")}
-    for family in reversed(ZOO_FAMILIES):
+    for family in VERIFY_ORDER:
         if family not in used:
             return f"zoo:{family}"
     return "cnn"

@@ -41,11 +41,14 @@ def test_bad_verification_settings_are_refused_up_front(fields, message):
 
 
 def test_auto_victim_is_outside_the_ensemble():
-    assert resolve_verify_victim(ProtectionConfig()) == "zoo:paligemma"  # the default ensemble leaves it out
-    every = ProtectionConfig(surrogates=[f"zoo:{f}" for f in ("llava", "qwen2_vl", "idefics3", "paligemma")])
+    from mmguard_core.verify import VERIFY_ORDER
+
+    # the default ensemble leaves out the family hardest to protect on our benchmark
+    assert resolve_verify_victim(ProtectionConfig()) == "zoo:gemma3"
+    every = ProtectionConfig(surrogates=[f"zoo:{f}" for f in VERIFY_ORDER])
     assert resolve_verify_victim(every) == "cnn"  # no zoo family left: the non-transformer model
-    real = ProtectionConfig(surrogates=["paligemma:/models/pg", "zoo:llava"])
-    assert resolve_verify_victim(real) == "zoo:idefics3"
+    real = ProtectionConfig(surrogates=["gemma3:/models/g3", "zoo:internvl", "zoo:llava"])
+    assert resolve_verify_victim(real) == "zoo:llava_next"  # the next one outside, checkpoint or zoo
     assert resolve_verify_victim(ProtectionConfig(verify_victim="zoo:llava@1")) == "zoo:llava@1"
 
 

@@ -67,9 +67,10 @@ __all__ = [
 
 ZOO_VERSION = 1
 # the families `mmguard zoo build` makes (each has a tiny config in mmguard_core.models.tiny)
-ZOO_FAMILIES: tuple[str, ...] = ("llava", "qwen2_vl", "idefics3", "paligemma")
-# the default surrogate ensemble: paligemma stays out of it, so every job can be verified against a
-# model the protection never saw (mmguard_core/verify.py) -- the benchmark's black-box setup
+# (any family of mmguard_core.models.tiny -- internvl, llava_next, qwen2_5_vl too -- builds on first use)
+ZOO_FAMILIES: tuple[str, ...] = ("llava", "qwen2_vl", "idefics3", "paligemma", "gemma3")
+# the default surrogate ensemble: paligemma and gemma3 stay out of it, so every job can be verified
+# against a model the protection never saw (mmguard_core/verify.py) -- the benchmark's black-box setup
 DEFAULT_ENSEMBLE: tuple[str, ...] = ("llava", "qwen2_vl", "idefics3")
 PRETRAIN_SEED_BASE = 10_000
 MANIFEST = "zoo_manifest.json"
