@@ -65,6 +65,9 @@ VARIANTS: dict[str, dict] = {
     "binding-shared": {"bph_weight": 1.0, "crs_weight": 1.0, "binding_steps": 30},
     # no change: re-runs --preset itself, the control the variants above are compared with
     "strong-control": {},
+    # the longest trigger the config allows (32 inserted words with twice + mixed): does the trigger's
+    # reach across families keep growing with its length?
+    "trigger8": {"trigger_length": 8},
     # twice the image budget: what a more visible perturbation buys
     "eps16": {"epsilon": 16 / 255},
     "binding-eps16": {"bph_weight": 1.0, "crs_weight": 1.0, "epsilon": 16 / 255},
