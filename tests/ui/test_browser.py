@@ -113,6 +113,8 @@ def test_owner_flow_end_to_end(page, server: dict, tiny_zip: Path, artifacts: Pa
     assert page.locator("#hist-psnr svg rect").count() == 10 or page.locator("#hist-psnr").inner_text()
     assert page.locator("#hist-ssim svg rect").count() == 10
     assert "/255" in page.locator("#summary").inner_text()
+    # the worker machine's device (MMGUARD_DEVICE=auto: the GPU where there is one)
+    assert page.locator("#summary dt:text-is('computed on') + dd").inner_text() in ("cpu", "cuda")
     page.wait_for_function("""() => [...document.querySelectorAll('#samples img')].length === 12 &&
         [...document.querySelectorAll('#samples img')].every(i => i.complete && i.naturalWidth > 0)""")
     first = page.locator("#samples .sample").first

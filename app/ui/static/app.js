@@ -439,7 +439,8 @@ async function showResults(id) {
   const summary = [["ε", eps ? (eps * 255).toFixed(1) + "/255" : "—"], ["largest change (L∞)", s.linf_max !== undefined ? (s.linf_max * 255).toFixed(1) + "/255" : "—"],
     ["mean PSNR", fixed(s.psnr_mean, 1) + " dB"], ["mean SSIM", fixed(s.ssim_mean, 4)],
     ["samples", String((report.dataset || {}).samples ?? "—")], ["trigger", report.trigger ? [report.trigger.placement, report.trigger.position, report.trigger.vocabulary && report.trigger.vocabulary + " words", report.trigger.length + " word(s)"].filter(Boolean).join(", ") : "—"],
-    ["surrogates", (report.surrogates || []).join(", ") || "—"], ["method", report.method || "—"]];
+    ["surrogates", (report.surrogates || []).join(", ") || "—"], ["method", report.method || "—"],
+    ["computed on", report.device || "—"]];
   $("summary").replaceChildren(...summary.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
   const images = report.images || [];
   $("hist-psnr").replaceChildren(histogram(images.map((i) => i.psnr), 10, "PSNR"));
