@@ -71,7 +71,8 @@ def compare(paths: list[Path]) -> None:
               f"{b[key]:.1f} s, ratio {a[key] / b[key]:.2f}")
     for name, data in (("A", a), ("B", b)):
         run = data["victim_run"]
-        print(f"{name} ({data['setup']['resolved_device']}): protection {run['protection']}, "
+        protection = "n/a" if run["protection"] is None else f"{run['protection']:.3f}"
+        print(f"{name} ({data['setup']['resolved_device']}): protection {protection}, "
               f"clean-trained {run['acc_clean']:.3f}, protected-trained {run['acc_protected']:.3f}")
 
 

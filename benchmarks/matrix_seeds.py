@@ -27,13 +27,21 @@ def cell_runs(entry: dict, seed: int) -> list[tuple[int, float]]:
 
 
 def pool(files: list[Path]) -> dict:
-    """{(zoo, task): {"rows": {row label: [(protection seed, protection), ...]}, "meta": ...}}"""
+    """{(zoo, task): {"rows": {row label: [(protection seed, protection), ...]}, "seeds", "victim_seeds",
+    "psnr", "preset", "ensemble"}}; two runs of one (zoo, task, protection seed) are refused (they
+    would count twice)."""
     groups: dict[tuple[str, str], dict] = {}
+    seen: dict[tuple[str, str, int], Path] = {}
     for path in files:
         data = json.loads(path.read_text())
         setup = data["setup"]
         seed = int(dict(item.split("=", 1) for item in setup.get("set") or []).get("seed", 0))
         for task, rows in data["tasks"].items():
+            key = (setup["zoo_size"], task, seed)
+            if key in seen:
+                raise SystemExit(f"{path} and {seen[key]} both hold zoo {key[0]}, task {key[1]}, protection "
+                                 f"seed {seed}: pass one of them")
+            seen[key] = path
             group = groups.setdefault((setup["zoo_size"], task), {"rows": {}, "seeds": set(), "psnr": [],
                                                                    "preset": setup["preset"],
                                                                    "victim_seeds": set(),
