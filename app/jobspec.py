@@ -55,7 +55,7 @@ def presets() -> dict[str, dict[str, Any]]:
 
 def config_for_run(data: dict[str, Any], threads: int | None, device: str = "auto") -> ProtectionConfig:
     """The job's config as this worker runs it: threads and device are the worker machine's to decide
-    (a job stored with the preset's `device: cpu` still uses the GPU of a GPU worker)."""
+    (a job stored with `device: cpu` still uses the GPU of a GPU worker whose MMGUARD_DEVICE is auto)."""
     config = ProtectionConfig.from_dict(data)
     if threads is not None:
         config.threads = threads

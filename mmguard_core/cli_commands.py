@@ -72,7 +72,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--surrogate", action="append", default=None, metavar="FAMILY:PATH",
                         help="a local checkpoint, e.g. llava:/models/llava-1.5-7b-hf, or zoo:FAMILY[@SEED] (@2: that zoo family pretrained with seed 2); repeatable")
     parser.add_argument("--zoo-size", choices=["test", "small", "small-fillers"], help="tiny zoo size for zoo surrogates")
-    parser.add_argument("--device", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], help="default auto: cuda when there is one")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
     parser.add_argument("--seed", type=int)
@@ -253,8 +253,8 @@ def register_evaluate(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, action="append", help="repeat for several seeds")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
-                        help="where the victims are fine-tuned (auto: cuda when there is one)")
+    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
+                        help="where the victims are fine-tuned (default auto: cuda when there is one)")
     parser.add_argument("--countermeasure", action="append", metavar="NAME",
                         help="apply to the protected train split before fine-tuning (repeat for several; "
                              "none, jpeg90, jpeg75, jpeg50, downscale, blur, noise, iss, augment, strip_rare, "

@@ -120,7 +120,7 @@ class ProtectionConfig:
     zoo_size: str = "small"  # size of the offline tiny zoo used for "zoo:" surrogates ("test" in CI)
     batch_size: int = 16
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # cpu, cuda, or auto: the GPU when torch sees one (a speed-up, never required)
     dtype: str = "float32"
     threads: int = 1
     # per-job verification: a budgeted simulated attack on a model outside the ensemble (verify.py)

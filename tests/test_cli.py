@@ -56,7 +56,8 @@ def test_protect_folder_to_zip_end_to_end(vqa_folder, tmp_path):
     assert report["summary"]["linf_max"] <= 8 / 255 + 1e-9
     assert report["summary"]["psnr_mean"] > 30
     assert len(report["images"]) == 12 and report["surrogates"] == ["zoo:llava", "zoo:qwen2_vl"]
-    assert report["device"] == "cpu"  # the config's default; "auto" is reported as what it resolved to
+    # the config's default "auto", reported as what it resolved to
+    assert report["device"] == ("cuda" if __import__("torch").cuda.is_available() else "cpu")
     assert report["trigger"]["samples_with_trigger"] == 12 and report["trigger"]["race"] is None
     assert report["loss_curve"]["shared"]
 

@@ -130,7 +130,7 @@ def test_openapi_operation_ids(client) -> None:
 
 
 def test_the_worker_machine_decides_threads_and_device() -> None:
-    stored = preset("balanced").to_dict()  # what a job row holds: the preset's device "cpu"
+    stored = preset("balanced").to_dict() | {"device": "cpu"}  # a job row whose owner asked for the CPU
     config = config_for_run(stored, 3, Settings(device="cuda").device)
     assert config.device == "cuda" and config.threads == 3
     assert {k: v for k, v in config.to_dict().items() if k not in ("device", "threads")} == {
