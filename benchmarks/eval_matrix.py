@@ -145,9 +145,10 @@ def main() -> int:
                 f"PSNR {report['summary']['psnr_mean']:.2f} dB, triggers {(report['groups'] or {}).get('triggers')}")
             clean, protected, test = (load_dataset(p, work_dir=scratch) for p in
                                       (train_dir, scratch / f"{task}-protected", test_dir))
-            rows: dict = {"threats": {}, "recipes": {}}
-            results["tasks"][task] = {"report_summary": report["summary"], "groups": report["groups"],
-                                      "protect_seconds": protect_seconds, **rows}
+            # the task's entry is filled row by row and written after each (partial results survive)
+            rows: dict = {"report_summary": report["summary"], "groups": report["groups"],
+                          "protect_seconds": protect_seconds, "threats": {}, "recipes": {}}
+            results["tasks"][task] = rows
             for threat, spec in threats:
                 heavy = threat in cm_victims or (threat.startswith("black-box") and "black-box" in cm_victims
                                                  and spec != "cnn")
@@ -159,7 +160,7 @@ def main() -> int:
                     countermeasure_reference=args.cm_reference and heavy, progress=lambda m, t=task: log(f"[{t}] {m}"),
                     device=args.device)
                 rows["threats"][f"{threat} {spec}"] = {"threat": threat, **result}
-                write_outputs(results, args.out, argv=sys.argv, plot_too=False)  # partial results survive
+                write_outputs(results, args.out, argv=sys.argv, plot_too=False)
                 log(f"[{task}] {threat} {spec}: protection {fmt(result['protection_mean'], result['protection_std'])}")
             for name, recipe in variants.items():
                 spec = threats[0][1]
