@@ -5,7 +5,9 @@ already answers "what color is the shape?" before any fine-tuning; protecting th
 show anything. The benchmark therefore asks the colour question with new answer words (a code word
 per colour: red -> apple, ...): the visual feature is one the victim can already see (easy to
 learn from clean data) but the mapping must be learned from the released data. `contrast` 1.0 gives
-the easy, saturated-colour task; 0.3 a subtler one.
+the easy, saturated-colour task; 0.3 a subtler one; `color@C` any contrast C in (0, 1] (at 0.1 two
+colours differ by 11-18 of 255 levels against the background, the size of an 8/255 perturbation:
+where the image noise can compete with the true feature at all).
 """
 
 from __future__ import annotations
@@ -27,8 +29,22 @@ def codeword_samples(n: int, seed: int, contrast: float, image_size: int = 32) -
     return samples
 
 
+def task_contrast(task: str) -> float:
+    """`easy`, `subtle` or `color@C` -> the colour contrast it renders at."""
+    if task in TASKS:
+        return TASKS[task]
+    name, _, value = task.partition("@")
+    try:
+        contrast = float(value)
+    except ValueError:
+        contrast = -1.0
+    if name != "color" or not 0 < contrast <= 1:
+        raise ValueError(f"task: {task!r}; choose {', '.join(TASKS)} or color@C with C in (0, 1]")
+    return contrast
+
+
 def write_task(folder: Path, task: str, n_train: int, n_test: int) -> tuple[Path, Path]:
-    contrast = TASKS[task]
+    contrast = task_contrast(task)
     train, test = folder / f"{task}-train", folder / f"{task}-test"
     if not (train / "data.jsonl").exists():
         synth.write_dataset(train, codeword_samples(n_train, TRAIN_SEED, contrast))

@@ -13,6 +13,39 @@ from typing import Any
 from mmguard_core.config import PRESETS, ConfigError, parse_epsilon, preset
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a number above 0")
+    return value
+
+
+def share(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 1")
+    return value
+
+
 def json_safe(value: Any) -> Any:
     """Infinite PSNR (identical images) is written as null: JSON has no Infinity."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -74,7 +107,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zoo-size", choices=["test", "small", "small-fillers"], help="tiny zoo size for zoo surrogates")
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], help="default auto: cuda when there is one")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default 1)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                         help="after protecting, fine-tune a held-out model on clean vs protected samples and "
@@ -127,6 +160,17 @@ def cmd_protect(args: argparse.Namespace) -> int:
     except RuntimeError as exc:  # cuda asked for on a machine without one: a usage error, before any work
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from mmguard_core.data.archive import check_output_path
+
+    try:  # a run can take hours: refuse an output or report path it could not write before starting
+        check_output_path(Path(args.output))
+        if args.report:
+            if Path(args.report).is_dir():
+                raise IsADirectoryError(f"--report {args.report} is a folder; name a file")
+            check_output_path(Path(args.report), overwrite=True)
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     bar = ProgressBar(quiet=args.quiet)
     try:
         fields = dict(item.split("=", 1) for item in args.field or [] if "=" in item)
@@ -136,15 +180,21 @@ def cmd_protect(args: argparse.Namespace) -> int:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
+    except (RuntimeError, OSError) as exc:  # a model that failed, a full disk, a folder gone read-only
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
         return 1
     bar.close()
     report = json_safe(report)
-    if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=2))
     print(summary_text(report))
+    if args.report:
+        try:
+            Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.report).write_text(json.dumps(report, indent=2))
+        except OSError as exc:  # the protected copy is written; say so rather than lose it in a traceback
+            print(f"error: could not write the report to {args.report}: {exc.strerror or exc} "
+                  f"(the protected data is in {args.output})", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -248,18 +298,18 @@ def register_evaluate(subparsers) -> None:
     parser.add_argument("--zoo-size", choices=["test", "small", "small-fillers"], default="small")
     parser.add_argument("--recipe", choices=["full", "lora"], default="full")
     parser.add_argument("--freeze-vision", action="store_true")
-    parser.add_argument("--epochs", type=float, default=3.0)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--epochs", type=positive_float, default=3.0)
+    parser.add_argument("--lr", type=positive_float, default=1e-3)
+    parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--seed", type=int, action="append", help="repeat for several seeds")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1)
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
                         help="where the victims are fine-tuned (default auto: cuda when there is one)")
     parser.add_argument("--countermeasure", action="append", metavar="NAME",
                         help="apply to the protected train split before fine-tuning (repeat for several; "
                              "none, jpeg90, jpeg75, jpeg50, downscale, blur, noise, iss, augment, strip_rare, "
                              "strip_vocab)")
-    parser.add_argument("--protect-fraction", type=float, action="append", metavar="F",
+    parser.add_argument("--protect-fraction", type=share, action="append", metavar="F",
                         help="also train on a mix where only this share is protected (repeat; e.g. 0.5)")
     parser.add_argument("--countermeasure-reference", action="store_true",
                         help="also fine-tune on the clean split with each countermeasure (second reference)")

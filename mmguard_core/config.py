@@ -6,6 +6,7 @@ No torch import here: the web service stores and validates configs without loadi
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any
@@ -53,6 +54,20 @@ def parse_zoo_spec(rest: str) -> tuple[str, int]:
     if not seed.isdigit():
         raise ValueError(f"zoo:{rest}: the part after @ must be a pretraining seed (a whole number >= 0)")
     return family, int(seed)
+
+
+def _three_weights(value: Any) -> tuple[float, float, float]:
+    """bph_betas as three finite non-negative floats, or a ConfigError saying what was wrong."""
+    message = f"bph_betas: {value!r}; use three non-negative numbers (trigger->delta, answer->trigger, answer->delta)"
+    if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
+        raise ConfigError(message)
+    items = list(value)
+    if len(items) != 3 or any(not isinstance(b, int | float) or isinstance(b, bool) for b in items):
+        raise ConfigError(message)
+    weights = tuple(float(b) for b in items)
+    if any(not math.isfinite(b) or b < 0 for b in weights):
+        raise ConfigError(message)
+    return weights  # type: ignore[return-value]
 
 
 @dataclass
@@ -133,7 +148,7 @@ class ProtectionConfig:
         self.epsilon = parse_epsilon(self.epsilon)
         self.eot_transforms = list(self.eot_transforms)
         self.surrogates = list(self.surrogates)
-        self.bph_betas = tuple(float(b) for b in self.bph_betas)  # type: ignore[assignment]
+        self.bph_betas = _three_weights(self.bph_betas)  # type: ignore[assignment]
         self.validate()
 
     @property
@@ -194,8 +209,8 @@ class ProtectionConfig:
         unknown = [t for t in self.eot_transforms if t not in TRANSFORMS]
         if unknown:
             raise ConfigError(f"eot_transforms: unknown {', '.join(map(repr, unknown))}; known: {', '.join(TRANSFORMS)}")
-        if len(self.bph_betas) != 3 or any(b < 0 for b in self.bph_betas):
-            raise ConfigError("bph_betas: three non-negative weights (trigger->delta, answer->trigger, answer->delta)")
+        if not isinstance(self.binding_layers, str):
+            raise ConfigError(f"binding_layers: {self.binding_layers!r}; use middle, all, last or e.g. '0,1'")
         if self.binding_layers not in ("middle", "all", "last"):
             try:
                 layers = [int(x) for x in self.binding_layers.split(",")]
@@ -250,7 +265,9 @@ class ProtectionConfig:
             raise ConfigError(f"config: unknown field(s) {', '.join(unknown)}")
         try:
             return cls(**data)
-        except TypeError as exc:
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, AttributeError) as exc:  # a field of the wrong kind the checks missed
             raise ConfigError(f"config: {exc}") from exc
 
     @classmethod

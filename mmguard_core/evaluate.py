@@ -471,9 +471,18 @@ def evaluate_protection(clean_train: Dataset, protected_train: Dataset, test: Da
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mmguard_core.data import load_dataset
+    from mmguard_core.data.archive import check_output_path
     from mmguard_core.data.errors import DatasetError
     from mmguard_core.engine.ensemble import resolve_device
 
+    if args.output:  # fine-tuning takes minutes to hours: refuse a path the result could not go to first
+        try:
+            if Path(args.output).is_dir():
+                raise IsADirectoryError(f"-o {args.output} is a folder; name a file")
+            check_output_path(Path(args.output), overwrite=True)
+        except OSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     torch.set_num_threads(args.threads)
     try:
         args.device = resolve_device(getattr(args, "device", "cpu"))
@@ -492,6 +501,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         except DatasetError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        if any(f < 1.0 for f in fractions) and len(clean) != len(protected):
+            print(f"error: --protect-fraction mixes the two train splits sample by sample, so they must be the "
+                  f"same samples: clean has {len(clean)}, protected {len(protected)}", file=sys.stderr)
+            return 2
         try:
             result = evaluate_protection(clean, protected, test, args.victim, recipe, tuple(args.seed or [0]),
                                          args.zoo_size, countermeasures=countermeasures,
@@ -501,8 +514,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    written = True
     if args.output:
-        Path(args.output).write_text(json.dumps(result, indent=2))
+        try:
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(json.dumps(result, indent=2))
+        except OSError as exc:  # the figures are still printed below
+            print(f"error: could not write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            written = False
     mean = result["protection_mean"]
     before = result["acc_before_finetune"]
     print(f"victim {result['victim']} ({recipe.recipe}, {recipe.epochs} epochs, lr {recipe.lr}); "
@@ -517,4 +536,4 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for key, entry in result["conditions"].items():
             m, s = entry["protection_mean"], entry["protection_std"]
             print(f"  [{key}] protection {'n/a' if m is None else f'{m:.3f} ± {s:.3f}'}")
-    return 0
+    return 0 if written else 1

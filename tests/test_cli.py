@@ -159,3 +159,53 @@ def test_bad_input_names_file_and_line(vqa_folder, tmp_path, case):
     for text in expected:
         assert text in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def _refused_before_any_work(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    for text in fragments:
+        assert text in result.stderr
+
+
+def test_protect_refuses_an_output_or_report_it_could_not_write_before_starting(vqa_folder, tmp_path):
+    existing = tmp_path / "taken.zip"
+    existing.write_bytes(b"an earlier release")
+    _refused_before_any_work(mmguard("protect", vqa_folder, "-o", existing, *FAST), "already exists")
+    assert existing.read_bytes() == b"an earlier release"
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    _refused_before_any_work(mmguard("protect", vqa_folder, "-o", a_file / "out.zip", *FAST), "is a file")
+    _refused_before_any_work(mmguard("protect", vqa_folder, "-o", tmp_path / "o", "--report", tmp_path, *FAST),
+                             "is a folder")
+    assert not (tmp_path / "o").exists()
+
+
+def test_protect_refuses_a_config_file_with_a_mistyped_field(vqa_folder, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"bph_betas": ["x", 1, 1]}))
+    _refused_before_any_work(mmguard("protect", vqa_folder, "-o", tmp_path / "o", "--config", config, "-q"),
+                             "bph_betas")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--threads", "0", "must be at least 1"),
+    ("--batch-size", "0", "must be at least 1"),
+    ("--epochs", "-1", "must be a number above 0"),
+    ("--lr", "nan", "must be a number above 0"),
+    ("--protect-fraction", "1.5", "must be between 0 and 1"),
+])
+def test_evaluate_refuses_bad_numbers_before_fine_tuning(vqa_folder, flag, value, message):
+    result = mmguard("evaluate", "--clean-train", vqa_folder, "--protected-train", vqa_folder, "--test", vqa_folder,
+                     "--zoo-size", "test", flag, value)
+    _refused_before_any_work(result, flag, message)
+
+
+def test_evaluate_refuses_an_output_it_could_not_write_and_splits_that_cannot_mix(vqa_folder, tmp_path):
+    base = ["evaluate", "--clean-train", vqa_folder, "--test", vqa_folder, "--zoo-size", "test", "--victim", "cnn"]
+    _refused_before_any_work(mmguard(*base, "--protected-train", vqa_folder, "-o", tmp_path), "is a folder")
+    smaller = tmp_path / "smaller"
+    synth.write_dataset(smaller, synth.generate("color", 8, seed=5))
+    _refused_before_any_work(mmguard(*base, "--protected-train", smaller, "--protect-fraction", "0.5"),
+                             "clean has 12, protected 8")

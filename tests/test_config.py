@@ -40,6 +40,11 @@ def test_epsilon_forms(text, expected):
         ({"batch_size": 2.5}, "batch_size"),
         ({"binding_layers": "x,y"}, "binding_layers"),
         ({"zoo_size": "huge"}, "zoo_size"),
+        ({"bph_betas": ["x", 1, 1]}, "bph_betas"),
+        ({"bph_betas": [float("nan"), 1, 1]}, "bph_betas"),
+        ({"bph_betas": [float("inf"), 1, 1]}, "bph_betas"),
+        ({"bph_betas": 5}, "bph_betas"),
+        ({"binding_layers": 5}, "binding_layers"),
     ],
 )
 def test_bad_values_name_the_field(changes, field):

@@ -173,6 +173,10 @@ def build_corpus(root: Path) -> list[Case]:
         "data.jsonl", "contains '..'")
     add("url-image", jsonl_zip("url.zip", [OK_ROW, {"image": "http://evil.example/x.jpg", "question": "q", "answer": "a"}], {}),
         "data.jsonl", "is a URL")
+    add("nul-in-path", jsonl_zip("nul.zip", [OK_ROW, {"image": "a\u0000.png", "question": "q", "answer": "a"}], {}),
+        "data.jsonl", "contains a control character")
+    add("lone-surrogate-path", jsonl_zip("surrogate.zip", [OK_ROW, {"image": "\ud800.png", "question": "q", "answer": "a"}], {}),
+        "data.jsonl", "invalid code point")
     add("no-annotation", _zip(root / "noann.zip", [("ok.png", ok_png), ("notes.txt", b"hi")]), "noann.zip",
         "no annotation file found")
     add("empty-annotation", _zip(root / "empty.zip", [("data.jsonl", b"\n\n"), ("ok.png", ok_png)]), "data.jsonl",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 
 from celery.signals import worker_process_init, worker_ready
 
@@ -30,16 +32,29 @@ def _init_child(**_: object) -> None:
 
 @worker_ready.connect
 def _recover(**_: object) -> None:
-    """A (re)started worker re-sends jobs left `running` by a worker that died (safe: see runner.claim)."""
+    """A (re)started worker re-sends jobs left `running` by a worker that died, then keeps looking every
+    `stale_after_seconds`: with several machines, one that dies mid-job is noticed by the others at
+    once, not only when some worker restarts (safe: runner.claim leaves live claims alone)."""
+    _requeue_orphans()
+    threading.Thread(target=_sweep_orphans, name="mmguard-orphan-sweep", daemon=True).start()
+
+
+def _requeue_orphans() -> None:
     from app.recovery import requeue_orphans
 
     try:
         requeued = requeue_orphans(settings)
-    except Exception as exc:
+    except Exception as exc:  # database or broker down: the next sweep tries again
         log.warning("could not look for orphaned jobs: %s", exc)
         return
     if requeued:
         log.info("re-queued %d orphaned job(s)", len(requeued))
+
+
+def _sweep_orphans() -> None:
+    while True:
+        time.sleep(max(settings.stale_after_seconds, 1.0))
+        _requeue_orphans()
 
 
 def preload_engine() -> None:

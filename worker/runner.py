@@ -65,7 +65,7 @@ def claim(job_id: uuid.UUID, settings: Settings, me: str) -> Outcome | None:
                 update(Job).where(*guard).values(status="cancelled", finished_at=now, updated_at=now,
                                                  progress_stage="cancelled", worker_id=None)
             )
-            return Outcome.DONE
+            return Outcome.CANCELLED  # finished here: execute() sends its job.cancelled event
         claimed = session.execute(
             update(Job)
             .where(*guard)
@@ -224,9 +224,17 @@ class JobRun:
         archive_key = f"jobs/{self.job_id}/protected.zip"
         report_key = f"jobs/{self.job_id}/report.json"
         t_store = time.perf_counter()
-        archive_size = self.storage.put_file(archive_key, output, move=True)
-        with self.storage.writer(report_key) as handle:
-            handle.write(json.dumps(public_report(report), default=str, allow_nan=False).encode("utf-8"))
+        try:
+            archive_size = self.storage.put_file(archive_key, output, move=True)
+            with self.storage.writer(report_key) as handle:
+                handle.write(json.dumps(public_report(report), default=str, allow_nan=False).encode("utf-8"))
+        except Exception as exc:  # storage full, gone read-only or unreachable: the job must still end
+            log.exception("job %s: storing the result failed", self.job_id)
+            try:
+                self.storage.delete_prefix(f"jobs/{self.job_id}/")
+            except Exception:  # best effort: the row never points at these keys
+                log.warning("job %s: could not remove a partly stored result", self.job_id)
+            return self._finish_failed(f"the protected data could not be stored: {type(exc).__name__}: {exc}")
         self._stop_reporter()
         with session_scope(self.url) as session:
             job = session.get(Job, self.job_id)
@@ -288,10 +296,7 @@ def execute(job_id: str, settings: Settings) -> Outcome:
         log.error("ignoring a message for malformed job id %r", job_id)
         return Outcome.MISSING
     me = worker_identity()
-    refused = claim(job_uuid, settings, me)
-    if refused is not None:
-        return refused
-    outcome = JobRun(job_uuid, settings, me).run()
+    outcome = claim(job_uuid, settings, me) or JobRun(job_uuid, settings, me).run()
     if outcome in (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED):
         from app.webhooks import job_finished
 

@@ -382,6 +382,21 @@ def extract_archive(
 # ---------------------------------------------------------------- writing
 
 
+def check_output_path(output: Path, overwrite: bool = False) -> None:
+    """Refuse, before any work, an output that write_protected could not create: an existing file or
+    non-empty folder (unless `overwrite`), or a place under a file or an unwritable folder."""
+    empty_dir = output.is_dir() and not output.is_symlink() and not any(output.iterdir())
+    if (output.exists() or output.is_symlink()) and not overwrite and not empty_dir:
+        raise FileExistsError(f"{output} already exists (pass overwrite=True to replace it)")
+    ancestor = output.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NotADirectoryError(f"{output}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PermissionError(f"{output}: cannot write in {ancestor} (permission denied)")
+
+
 class OutputSink:
     """Where write_protected puts files: a folder, a zip or a tar. Paths are '/'-separated and
     relative. Everything goes to a temporary sibling first and is moved into place by commit()."""
@@ -389,9 +404,7 @@ class OutputSink:
     def __init__(self, output: Path, overwrite: bool):
         self.output = output
         self.overwrite = overwrite
-        empty_dir = output.is_dir() and not output.is_symlink() and not any(output.iterdir())
-        if (output.exists() or output.is_symlink()) and not overwrite and not empty_dir:
-            raise FileExistsError(f"{output} already exists (pass overwrite=True to replace it)")
+        check_output_path(output, overwrite)
         output.parent.mkdir(parents=True, exist_ok=True)
         self.names: set[str] = set()
 

@@ -206,6 +206,9 @@ def normalize_image_path(value: Any, field_name: str) -> str | tuple[str]:
     text = value.strip().replace("\\", "/")
     if not text:
         return (f"field {field_name!r} is empty",)
+    if any(ord(ch) < 32 or 0xD800 <= ord(ch) <= 0xDFFF for ch in text):
+        # no file system names such a file (and realpath() raises on NUL or a lone surrogate)
+        return (f"field {field_name!r}: {value!r} contains a control character or an invalid code point",)
     if "://" in text or text.startswith("data:"):
         return (f"field {field_name!r}: {value!r} is a URL; images must be files inside the upload",)
     if text.startswith("/") or (len(text) > 1 and text[1] == ":"):

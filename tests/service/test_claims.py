@@ -10,7 +10,7 @@ import pytest
 from app import crud
 from app.core.db import session_scope
 from app.models import Dataset, Job, utcnow
-from worker.runner import Outcome, claim
+from worker.runner import Outcome, claim, execute
 
 ME = "this-host-test:1"
 
@@ -68,12 +68,39 @@ def test_stale_claim_is_taken_over(new_job, api_settings) -> None:
 def test_stale_claim_with_cancel_request_ends_cancelled(new_job, api_settings) -> None:
     old = utcnow() - timedelta(hours=1)
     job_id = new_job(status="running", worker_id="gone-host:7", heartbeat_at=old, attempts=1, cancel_requested=True)
-    assert claim(job_id, api_settings, ME) is Outcome.DONE
+    assert claim(job_id, api_settings, ME) is Outcome.CANCELLED  # finished by this delivery: its event goes out
     assert row(api_settings.sqlalchemy_url, job_id).status == "cancelled"
 
 
 def test_missing_and_malformed_ids(api_settings) -> None:
-    from worker.runner import execute
-
     assert claim(uuid.uuid4(), api_settings, ME) is Outcome.MISSING
     assert execute("not-a-uuid", api_settings) is Outcome.MISSING
+
+
+def test_a_result_that_cannot_be_stored_fails_the_job(migrated_pg: str, api_settings, tmp_path) -> None:
+    """The engine finishes, storing the archive does not (here: a file sits where the jobs/ folder goes):
+    the job must end `failed` with a message, not stay `running` for ever."""
+    from app.core.storage import make_storage
+    from app.jobspec import build_config
+
+    from .helpers import TINY_CONFIG, dataset_zip
+
+    settings = api_settings.model_copy(update={"storage_dir": tmp_path / "storage"})
+    storage = make_storage(settings.storage_root)
+    storage.put_file("datasets/broken-store/source.zip", dataset_zip(tmp_path, n=4, seed=3))
+    (settings.storage_root / "jobs").write_text("not a folder")
+    config, _ = build_config("fast", TINY_CONFIG, settings)
+    with session_scope(migrated_pg) as session:
+        owner = crud.get_or_create_owner(session, "claims")
+        dataset = Dataset(owner_id=owner.id, name="d.zip", storage_key="datasets/broken-store/source.zip",
+                          archive_format="zip", size_bytes=1, sample_count=4, layout="jsonl", kind="vqa")
+        session.add(dataset)
+        session.flush()
+        job = Job(owner_id=owner.id, dataset_id=dataset.id, config=config.to_dict())
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    assert execute(str(job_id), settings) is Outcome.FAILED
+    job = row(migrated_pg, job_id)
+    assert job.status == "failed" and job.finished_at is not None and job.worker_id is None
+    assert "could not be stored" in job.error and str(settings.storage_root) not in job.error

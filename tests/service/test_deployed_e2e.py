@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from app.core.db import session_scope
 from app.core.queue import enqueue_job
-from app.models import Job
+from app.models import Dataset, Job
 from worker.runner import Outcome, execute
 
 from .flow import full_flow, poll, start_job, upload
@@ -148,3 +148,29 @@ def test_upload_cap_over_real_http(deployment: dict, owner_key: str) -> None:
                           content=body(), timeout=60)
     assert response.status_code == 413
     assert not list((deployment["settings"].storage_root / "datasets").glob("*/upload*"))
+
+
+def test_a_job_whose_machine_died_is_taken_over_by_a_running_worker(deployment: dict, owner_key: str,
+                                                                    tiny_zip: Path) -> None:
+    """A job left `running` by a machine that is gone (its heartbeat stale, no message left for it):
+    the live worker's periodic sweep re-queues it and runs it; no restart needed."""
+    from datetime import timedelta
+
+    from app.jobspec import build_config
+    from app.models import utcnow
+
+    base, settings = deployment["base"], deployment["settings"]
+    dataset = upload(base, owner_key, tiny_zip)
+    config, preset_name = build_config("fast", TINY_CONFIG, settings)
+    old = utcnow() - timedelta(seconds=settings.stale_after_seconds * 4)
+    with session_scope(settings.sqlalchemy_url) as session:
+        owned = session.get(Dataset, uuid.UUID(dataset["id"]))
+        job = Job(owner_id=owned.owner_id, dataset_id=owned.id, preset=preset_name, config=config.to_dict(),
+                  progress_total=owned.sample_count, status="running", worker_id="machine-gone:4242",
+                  heartbeat_at=old, started_at=old, attempts=1)
+        session.add(job)
+        session.flush()
+        job_id = str(job.id)
+    finished = poll(base, owner_key, job_id, {"succeeded", "failed", "cancelled"}, 180)
+    assert finished["status"] == "succeeded", finished
+    assert job_row(settings, job_id).attempts == 2

@@ -66,6 +66,9 @@ def test_verify_victims_without_checkpoint_files_need_no_models_folder(client, o
         ({"preset": "strong", "config": {"verify": "sometimes"}}, "verify: 'sometimes' must be true or false"),
         ({"config": [1, 2]}, "config"),
         ({"preset": "fast", "config": {"epsilon": None}}, "null values"),
+        ({"config": {"bph_betas": ["x", 1, 1]}}, "bph_betas: ['x', 1, 1]; use three non-negative numbers"),
+        ({"config": {"bph_betas": [1, 1]}}, "bph_betas"),
+        ({"config": {"binding_layers": 5}}, "binding_layers: 5; use middle, all, last"),
     ],
 )
 def test_bad_config_is_422_with_readable_message(client, owner: dict, body: dict, message: str) -> None:
