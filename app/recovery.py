@@ -1,9 +1,12 @@
-"""Start-up recovery: re-send jobs whose worker died mid-run (their message may be gone, e.g. with
-the embedded filesystem queue). The worker's claim logic keeps this safe against live claims."""
+"""Recovery: re-send jobs whose worker died mid-run (their message may be gone, e.g. with the
+embedded filesystem queue) and webhook deliveries whose message never reached the queue (the broker
+was down when the job ended). Run at start-up and by every worker's periodic sweep; the worker's
+claim logic and deliver()'s status check keep both safe against work that is still alive."""
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -11,7 +14,7 @@ from app.core.claims import claim_is_live
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.queue import enqueue_job
-from app.models import Job
+from app.models import Job, WebhookDelivery, utcnow
 
 log = logging.getLogger("mmguard")
 
@@ -24,3 +27,19 @@ def requeue_orphans(settings: Settings) -> list[str]:
         log.info("re-queueing job %s: its worker is gone", job_id)
         enqueue_job(settings, job_id)
     return orphans
+
+
+def requeue_stalled_deliveries(settings: Settings) -> list[str]:
+    """Pending deliveries overdue by more than an attempt can take: their message was lost."""
+    from app.webhooks import enqueue_delivery
+
+    overdue = utcnow() - timedelta(seconds=settings.stale_after_seconds + settings.webhook_timeout_seconds)
+    with session_scope(settings.sqlalchemy_url) as session:
+        stalled = [str(d) for d in session.scalars(
+            select(WebhookDelivery.id).where(WebhookDelivery.status == "pending",
+                                             WebhookDelivery.next_attempt_at < overdue)
+        )]
+    for delivery_id in stalled:
+        log.info("re-queueing webhook delivery %s: its message was lost", delivery_id)
+        enqueue_delivery(settings, delivery_id)
+    return stalled

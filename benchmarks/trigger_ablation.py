@@ -57,6 +57,8 @@ VARIANTS: dict[str, dict] = {
     # the image noise's budget: all of epsilon to the per-answer pattern, or a finer pattern grid
     "pattern-only": {"sample_share": 0.0},
     "finer-pattern": {"noise_scale": 2},
+    # a coarser pattern (cells of 8 px on the benchmark's 32 px images: one per pooled Gemma3 token)
+    "coarse-pattern": {"noise_scale": 8},
     # the rare words last on each side: right before the answer
     "code-first": {"trigger_order": "code_first"},
     # the binding losses (BPH + CRS), with the trigger present in the per-sample stage

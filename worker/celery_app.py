@@ -32,7 +32,8 @@ def _init_child(**_: object) -> None:
 
 @worker_ready.connect
 def _recover(**_: object) -> None:
-    """A (re)started worker re-sends jobs left `running` by a worker that died, then keeps looking every
+    """A (re)started worker re-sends jobs left `running` by a worker that died (and webhook deliveries
+    whose message was lost), then keeps looking every
     `stale_after_seconds`: with several machines, one that dies mid-job is noticed by the others at
     once, not only when some worker restarts (safe: runner.claim leaves live claims alone)."""
     _requeue_orphans()
@@ -40,15 +41,16 @@ def _recover(**_: object) -> None:
 
 
 def _requeue_orphans() -> None:
-    from app.recovery import requeue_orphans
+    from app.recovery import requeue_orphans, requeue_stalled_deliveries
 
     try:
         requeued = requeue_orphans(settings)
+        resent = requeue_stalled_deliveries(settings)
     except Exception as exc:  # database or broker down: the next sweep tries again
-        log.warning("could not look for orphaned jobs: %s", exc)
+        log.warning("could not look for orphaned jobs or webhook deliveries: %s", exc)
         return
-    if requeued:
-        log.info("re-queued %d orphaned job(s)", len(requeued))
+    if requeued or resent:
+        log.info("re-queued %d orphaned job(s), %d webhook delivery(ies)", len(requeued), len(resent))
 
 
 def _sweep_orphans() -> None:

@@ -104,3 +104,34 @@ def test_a_result_that_cannot_be_stored_fails_the_job(migrated_pg: str, api_sett
     job = row(migrated_pg, job_id)
     assert job.status == "failed" and job.finished_at is not None and job.worker_id is None
     assert "could not be stored" in job.error and str(settings.storage_root) not in job.error
+
+
+def test_webhook_deliveries_whose_message_was_lost_are_sent_again(migrated_pg: str, api_settings) -> None:
+    """A delivery recorded while the broker was down stays `pending` with no message in the queue; the
+    sweep re-queues it once it is overdue, and leaves fresh ones alone."""
+    import redis
+
+    from app.models import WebhookDelivery, WebhookEndpoint
+    from app.recovery import requeue_stalled_deliveries
+
+    with session_scope(migrated_pg) as session:
+        owner = crud.get_or_create_owner(session, "sweep")
+        endpoint = WebhookEndpoint(owner_id=owner.id, url="http://127.0.0.1:9/hook", secret="whsec_x")
+        session.add(endpoint)
+        session.flush()
+        job = Job(owner_id=owner.id, dataset_id=None, config={}, status="failed", finished_at=utcnow())
+        session.add(job)
+        session.flush()
+        lost = WebhookDelivery(endpoint_id=endpoint.id, owner_id=owner.id, msg_id=f"msg_{job.id.hex}_failed",
+                               event_type="job.failed", job_id=job.id, payload="{}",
+                               next_attempt_at=utcnow() - timedelta(hours=1))
+        fresh = WebhookDelivery(endpoint_id=endpoint.id, owner_id=owner.id, msg_id=f"msg_{job.id.hex}_fresh",
+                                event_type="job.failed", job_id=job.id, payload="{}", next_attempt_at=utcnow())
+        session.add_all([lost, fresh])
+        session.flush()
+        lost_id, fresh_id = str(lost.id), str(fresh.id)
+    queue = redis.Redis.from_url(api_settings.broker_url)
+    before = queue.llen(api_settings.queue)
+    resent = requeue_stalled_deliveries(api_settings)
+    assert lost_id in resent and fresh_id not in resent
+    assert queue.llen(api_settings.queue) == before + len(resent)  # a real message per delivery, on Redis

@@ -79,6 +79,7 @@ def create_job(
         job.status, job.error, job.finished_at = "failed", "the job queue is unreachable; try again later", utcnow()
         job.idempotency_key = None  # a retry with the same key may try again
         session.commit()
+        webhooks.job_finished(settings, job.id)  # recorded now, sent by a worker's sweep once the broker is back
         raise ApiError(503, "the job queue is unreachable; try again later") from exc
     response.headers["Location"] = f"{settings.api_prefix}/jobs/{job.id}"
     return crud.job_public(job)
