@@ -177,12 +177,13 @@ def main() -> int:
 
 def write_outputs(results: dict, out: Path, argv: list[str], plot_too: bool = True) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))
-    out.with_suffix(".md").write_text(markdown(results, argv))
+    # out + suffix, not with_suffix(): a name like small-color@0.2-1 has no suffix to replace
+    (out.parent / f"{out.name}.json").write_text(json.dumps(results, indent=2, default=str))
+    (out.parent / f"{out.name}.md").write_text(markdown(results, argv))
     if not plot_too:
         return
     try:
-        plot(results, out.with_suffix(".png"))
+        plot(results, out.parent / f"{out.name}.png")
     except ImportError:
         print("matplotlib missing (pip install -e '.[dev]'): no plot", file=sys.stderr)
 
