@@ -6,7 +6,7 @@ show anything. The benchmark therefore asks the colour question with new answer 
 per colour: red -> apple, ...): the visual feature is one the victim can already see (easy to
 learn from clean data) but the mapping must be learned from the released data. `contrast` 1.0 gives
 the easy, saturated-colour task; 0.3 a subtler one; `color@C` any contrast C in (0, 1] (at 0.1 two
-colours differ by 11-18 of 255 levels against the background, the size of an 8/255 perturbation:
+colours differ by 9-23 of 255 levels in their most different channel, the size of an 8/255 perturbation:
 where the image noise can compete with the true feature at all).
 """
 
