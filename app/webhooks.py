@@ -208,19 +208,29 @@ def enqueue_delivery(settings: Settings, delivery_id: uuid.UUID | str, countdown
     )
 
 
+# a retry message may run a little before its recorded time (clocks of two machines)
+DUE_SLACK = timedelta(seconds=5)
+
+
 def deliver(settings: Settings, delivery_id: uuid.UUID | str) -> float | None:
     """One attempt; returns the delay before the next one, or None when the delivery is settled."""
     import httpx
 
     with session_scope(settings.sqlalchemy_url) as session:
-        delivery = session.get(WebhookDelivery, uuid.UUID(str(delivery_id)))
+        delivery = session.get(WebhookDelivery, uuid.UUID(str(delivery_id)), with_for_update=True)
         if delivery is None or delivery.status != "pending":
             return None
+        now = utcnow()
+        if delivery.next_attempt_at is not None and delivery.next_attempt_at > now + DUE_SLACK:
+            return None  # another run holds this attempt or a later one is scheduled: a duplicate message
         endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)
         if endpoint is None or not endpoint.active:
-            delivery.status, delivery.last_error, delivery.updated_at = "failed", "the endpoint was removed", utcnow()
+            delivery.status, delivery.last_error, delivery.updated_at = "failed", "the endpoint was removed", now
             return None
         url, secret, body, msg_id = endpoint.url, endpoint.secret, delivery.payload, delivery.msg_id
+        # lease: until this attempt is recorded, a second message for the delivery (the recovery sweep
+        # re-sends overdue ones) finds it not due and leaves it alone
+        delivery.next_attempt_at = now + timedelta(seconds=settings.webhook_timeout_seconds) + DUE_SLACK
 
     code: int | None = None
     error: str | None = None

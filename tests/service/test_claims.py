@@ -127,11 +127,22 @@ def test_webhook_deliveries_whose_message_was_lost_are_sent_again(migrated_pg: s
                                next_attempt_at=utcnow() - timedelta(hours=1))
         fresh = WebhookDelivery(endpoint_id=endpoint.id, owner_id=owner.id, msg_id=f"msg_{job.id.hex}_fresh",
                                 event_type="job.failed", job_id=job.id, payload="{}", next_attempt_at=utcnow())
-        session.add_all([lost, fresh])
+        later = WebhookDelivery(endpoint_id=endpoint.id, owner_id=owner.id, msg_id=f"msg_{job.id.hex}_later",
+                                event_type="job.failed", job_id=job.id, payload="{}",
+                                next_attempt_at=utcnow() + timedelta(hours=1))
+        session.add_all([lost, fresh, later])
         session.flush()
-        lost_id, fresh_id = str(lost.id), str(fresh.id)
+        lost_id, fresh_id, later_id = str(lost.id), str(fresh.id), str(later.id)
     queue = redis.Redis.from_url(api_settings.broker_url)
     before = queue.llen(api_settings.queue)
     resent = requeue_stalled_deliveries(api_settings)
     assert lost_id in resent and fresh_id not in resent
     assert queue.llen(api_settings.queue) == before + len(resent)  # a real message per delivery, on Redis
+    # a second message for a delivery that is not due (an attempt in flight holds it, or a retry is
+    # scheduled later) does nothing: the sweep can never make an endpoint receive an event twice at once
+    from app.webhooks import deliver
+
+    assert deliver(api_settings, later_id) is None
+    with session_scope(migrated_pg) as session:
+        untouched = session.get(WebhookDelivery, uuid.UUID(later_id))
+        assert (untouched.status, untouched.attempts) == ("pending", 0)
