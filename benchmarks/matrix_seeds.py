@@ -104,10 +104,11 @@ def main() -> int:
                          f"| {s['n']} ({s['protect_seeds']} seeds) | {target_text} |")
         lines.append("")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps(table, indent=2))
+    # OUT + suffix, not with_suffix(): "pooled-color@0.2" has no suffix to replace
+    (args.out.parent / f"{args.out.name}.md").write_text("\n".join(lines) + "\n")
+    (args.out.parent / f"{args.out.name}.json").write_text(json.dumps(table, indent=2))
     try:
-        plot(table, args.out.with_suffix(".png"))
+        plot(table, args.out.parent / f"{args.out.name}.png")
     except ImportError:
         print("matplotlib missing (pip install -e '.[dev]'): no plot", file=sys.stderr)
     print("\n".join(lines))
