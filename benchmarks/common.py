@@ -51,3 +51,8 @@ def write_task(folder: Path, task: str, n_train: int, n_test: int) -> tuple[Path
     if not (test / "data.jsonl").exists():
         synth.write_dataset(test, codeword_samples(n_test, TEST_SEED, contrast))
     return train, test
+
+
+def output_file(out: Path, suffix: str) -> Path:
+    """OUT + suffix, not OUT.with_suffix(): a run named small-color@0.2-1 has no suffix to replace."""
+    return out.parent / f"{out.name}{suffix}"

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks.common import write_task  # noqa: E402
+from benchmarks.common import output_file, write_task  # noqa: E402
 from mmguard_core.config import preset  # noqa: E402
 from mmguard_core.data import load_dataset  # noqa: E402
 from mmguard_core.evaluate import COUNTERMEASURES, VictimRecipe, evaluate_protection  # noqa: E402
@@ -177,13 +177,12 @@ def main() -> int:
 
 def write_outputs(results: dict, out: Path, argv: list[str], plot_too: bool = True) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    # out + suffix, not with_suffix(): a name like small-color@0.2-1 has no suffix to replace
-    (out.parent / f"{out.name}.json").write_text(json.dumps(results, indent=2, default=str))
-    (out.parent / f"{out.name}.md").write_text(markdown(results, argv))
+    output_file(out, ".json").write_text(json.dumps(results, indent=2, default=str))
+    output_file(out, ".md").write_text(markdown(results, argv))
     if not plot_too:
         return
     try:
-        plot(results, out.parent / f"{out.name}.png")
+        plot(results, output_file(out, ".png"))
     except ImportError:
         print("matplotlib missing (pip install -e '.[dev]'): no plot", file=sys.stderr)
 

@@ -19,6 +19,10 @@ import statistics
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import output_file  # noqa: E402
+
 TARGETS = {"white-box": 0.99, "gray-box": 0.95, "black-box": 0.95}
 
 
@@ -104,11 +108,10 @@ def main() -> int:
                          f"| {s['n']} ({s['protect_seeds']} seeds) | {target_text} |")
         lines.append("")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    # OUT + suffix, not with_suffix(): "pooled-color@0.2" has no suffix to replace
-    (args.out.parent / f"{args.out.name}.md").write_text("\n".join(lines) + "\n")
-    (args.out.parent / f"{args.out.name}.json").write_text(json.dumps(table, indent=2))
+    output_file(args.out, ".md").write_text("\n".join(lines) + "\n")
+    output_file(args.out, ".json").write_text(json.dumps(table, indent=2))
     try:
-        plot(table, args.out.parent / f"{args.out.name}.png")
+        plot(table, output_file(args.out, ".png"))
     except ImportError:
         print("matplotlib missing (pip install -e '.[dev]'): no plot", file=sys.stderr)
     print("\n".join(lines))

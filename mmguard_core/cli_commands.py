@@ -13,37 +13,23 @@ from typing import Any
 from mmguard_core.config import PRESETS, ConfigError, parse_epsilon, preset
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+def _number_type(convert: Any, kind: str, ok: Any, requirement: str) -> Any:
+    """An argparse type: `convert` the text (else "is not KIND"), then refuse values failing `ok`."""
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text} {requirement}")
+        return value
+
+    return parse
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be a number above 0")
-    return value
-
-
-def share(text: str) -> float:
-    """argparse type: a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 1")
-    return value
+positive_int = _number_type(int, "a whole number", lambda v: v >= 1, "must be at least 1")
+positive_float = _number_type(float, "a number", lambda v: math.isfinite(v) and v > 0, "must be a number above 0")
+share = _number_type(float, "a number", lambda v: 0.0 <= v <= 1.0, "must be between 0 and 1")
 
 
 def json_safe(value: Any) -> Any:
@@ -160,14 +146,12 @@ def cmd_protect(args: argparse.Namespace) -> int:
     except RuntimeError as exc:  # cuda asked for on a machine without one: a usage error, before any work
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from mmguard_core.data.archive import check_output_path
+    from mmguard_core.data.archive import check_output_path, check_result_file
 
     try:  # a run can take hours: refuse an output or report path it could not write before starting
         check_output_path(Path(args.output))
         if args.report:
-            if Path(args.report).is_dir():
-                raise IsADirectoryError(f"--report {args.report} is a folder; name a file")
-            check_output_path(Path(args.report), overwrite=True)
+            check_result_file(Path(args.report), "--report")
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

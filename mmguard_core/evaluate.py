@@ -471,15 +471,13 @@ def evaluate_protection(clean_train: Dataset, protected_train: Dataset, test: Da
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mmguard_core.data import load_dataset
-    from mmguard_core.data.archive import check_output_path
+    from mmguard_core.data.archive import check_result_file
     from mmguard_core.data.errors import DatasetError
     from mmguard_core.engine.ensemble import resolve_device
 
     if args.output:  # fine-tuning takes minutes to hours: refuse a path the result could not go to first
         try:
-            if Path(args.output).is_dir():
-                raise IsADirectoryError(f"-o {args.output} is a folder; name a file")
-            check_output_path(Path(args.output), overwrite=True)
+            check_result_file(Path(args.output), "-o")
         except OSError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -36,11 +36,11 @@ def _recover(**_: object) -> None:
     whose message was lost), then keeps looking every
     `stale_after_seconds`: with several machines, one that dies mid-job is noticed by the others at
     once, not only when some worker restarts (safe: runner.claim leaves live claims alone)."""
-    _requeue_orphans()
-    threading.Thread(target=_sweep_orphans, name="mmguard-orphan-sweep", daemon=True).start()
+    _requeue_lost_work()
+    threading.Thread(target=_sweep_lost_work, name="mmguard-lost-work-sweep", daemon=True).start()
 
 
-def _requeue_orphans() -> None:
+def _requeue_lost_work() -> None:
     from app.recovery import requeue_orphans, requeue_stalled_deliveries
 
     try:
@@ -53,10 +53,10 @@ def _requeue_orphans() -> None:
         log.info("re-queued %d orphaned job(s), %d webhook delivery(ies)", len(requeued), len(resent))
 
 
-def _sweep_orphans() -> None:
+def _sweep_lost_work() -> None:
     while True:
         time.sleep(max(settings.stale_after_seconds, 1.0))
-        _requeue_orphans()
+        _requeue_lost_work()
 
 
 def preload_engine() -> None:

@@ -397,6 +397,14 @@ def check_output_path(output: Path, overwrite: bool = False) -> None:
         raise PermissionError(f"{output}: cannot write in {ancestor} (permission denied)")
 
 
+def check_result_file(path: Path, label: str) -> None:
+    """A file a command will (over)write at its end, e.g. a JSON report: refuse a folder or a place it
+    could not be created, before the work starts. `label` names the option in the message."""
+    if path.is_dir():
+        raise IsADirectoryError(f"{label} {path} is a folder; name a file")
+    check_output_path(path, overwrite=True)
+
+
 class OutputSink:
     """Where write_protected puts files: a folder, a zip or a tar. Paths are '/'-separated and
     relative. Everything goes to a temporary sibling first and is moved into place by commit()."""

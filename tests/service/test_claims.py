@@ -17,14 +17,15 @@ ME = "this-host-test:1"
 
 @pytest.fixture
 def new_job(migrated_pg: str, api_settings):  # noqa: ANN201
-    def make(**values) -> uuid.UUID:  # noqa: ANN003
+    def make(storage_key: str = "datasets/x/source.zip", sample_count: int = 1, **values) -> uuid.UUID:  # noqa: ANN003
+        values.setdefault("config", {})
         with session_scope(migrated_pg) as session:
             owner = crud.get_or_create_owner(session, "claims")
-            dataset = Dataset(owner_id=owner.id, name="d.zip", storage_key="datasets/x/source.zip",
-                              archive_format="zip", size_bytes=1, sample_count=1, layout="jsonl", kind="vqa")
+            dataset = Dataset(owner_id=owner.id, name="d.zip", storage_key=storage_key, archive_format="zip",
+                              size_bytes=1, sample_count=sample_count, layout="jsonl", kind="vqa")
             session.add(dataset)
             session.flush()
-            job = Job(owner_id=owner.id, dataset_id=dataset.id, config={}, **values)
+            job = Job(owner_id=owner.id, dataset_id=dataset.id, **values)
             session.add(job)
             session.flush()
             return job.id
@@ -77,7 +78,7 @@ def test_missing_and_malformed_ids(api_settings) -> None:
     assert execute("not-a-uuid", api_settings) is Outcome.MISSING
 
 
-def test_a_result_that_cannot_be_stored_fails_the_job(migrated_pg: str, api_settings, tmp_path) -> None:
+def test_a_result_that_cannot_be_stored_fails_the_job(new_job, migrated_pg: str, api_settings, tmp_path) -> None:
     """The engine finishes, storing the archive does not (here: a file sits where the jobs/ folder goes):
     the job must end `failed` with a message, not stay `running` for ever."""
     from app.core.storage import make_storage
@@ -90,16 +91,7 @@ def test_a_result_that_cannot_be_stored_fails_the_job(migrated_pg: str, api_sett
     storage.put_file("datasets/broken-store/source.zip", dataset_zip(tmp_path, n=4, seed=3))
     (settings.storage_root / "jobs").write_text("not a folder")
     config, _ = build_config("fast", TINY_CONFIG, settings)
-    with session_scope(migrated_pg) as session:
-        owner = crud.get_or_create_owner(session, "claims")
-        dataset = Dataset(owner_id=owner.id, name="d.zip", storage_key="datasets/broken-store/source.zip",
-                          archive_format="zip", size_bytes=1, sample_count=4, layout="jsonl", kind="vqa")
-        session.add(dataset)
-        session.flush()
-        job = Job(owner_id=owner.id, dataset_id=dataset.id, config=config.to_dict())
-        session.add(job)
-        session.flush()
-        job_id = job.id
+    job_id = new_job(storage_key="datasets/broken-store/source.zip", sample_count=4, config=config.to_dict())
     assert execute(str(job_id), settings) is Outcome.FAILED
     job = row(migrated_pg, job_id)
     assert job.status == "failed" and job.finished_at is not None and job.worker_id is None
