@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-EMBEDDED_BROKER = "filesystem://"
+EMBEDDED_BROKER = "mmguard-fs://"  # app.core.fsqueue: the filesystem queue, messages written whole
 
 
 class Settings(BaseSettings):
@@ -60,7 +60,7 @@ class Settings(BaseSettings):
 
     @property
     def embedded_broker(self) -> bool:
-        return self.broker_url is None or self.broker_url.startswith("filesystem:")
+        return self.broker_url is None or self.broker_url.startswith(("filesystem:", "mmguard-fs:"))
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -73,7 +73,7 @@ class Settings(BaseSettings):
 
     @property
     def celery_broker_url(self) -> str:
-        return self.broker_url or EMBEDDED_BROKER
+        return EMBEDDED_BROKER if self.embedded_broker else str(self.broker_url)
 
     @property
     def queue_dir(self) -> Path:

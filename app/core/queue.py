@@ -8,7 +8,10 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+from app.core import fsqueue
 from app.core.config import Settings
+
+fsqueue.register()
 
 RUN_JOB_TASK = "mmguard.run_job"
 
