@@ -73,6 +73,14 @@ VARIANTS: dict[str, dict] = {
     # twice the image budget: what a more visible perturbation buys
     "eps16": {"epsilon": 16 / 255},
     "binding-eps16": {"bph_weight": 1.0, "crs_weight": 1.0, "epsilon": 16 / 255},
+    # the baselines through the same protocol: an unoptimised full-bound sign code per answer (no
+    # trigger), and sample-wise error-minimising noise (no trigger, no shared pattern)
+    "classwise": {"method": "classwise"},
+    # model augmentation: multiplicative weight noise on the surrogates at each shared PGD step
+    "weight-noise-0.1": {"weight_noise": 0.1},
+    "weight-noise-0.6": {"weight_noise": 0.6},
+    "weight-noise-0.3": {"weight_noise": 0.3},
+    "em-image": {"method": "em_image"},
 }
 
 

@@ -128,6 +128,9 @@ class ProtectionConfig:
     inner_lr: float = 1e-3
     inner_recipe: str = "full"
     stop_loss: float = 0.02  # stop the shared stage early once the ensemble loss is this low
+    # model augmentation: relative std of multiplicative Gaussian noise on the surrogates' linear
+    # weights, drawn afresh at each shared-noise PGD step (engine/weight_noise.py); 0 = off
+    weight_noise: float = 0.0
     # surrogates and execution
     # "family:/path" or "zoo:family[@seed]" (zoo:llava@2: the llava zoo model pretrained with seed 2, a
     # second checkpoint of the family); empty = the default zoo ensemble
@@ -198,6 +201,7 @@ class ProtectionConfig:
         in_range("omega_patch_fraction", 0.01, 1.0)
         in_range("inner_lr", 0.0, 1.0)
         in_range("stop_loss", 0.0, 100.0)
+        in_range("weight_noise", 0.0, 1.0)
         in_range("batch_size", 1, 4096)
         in_range("seed", 0, 2**32 - 1)
         in_range("threads", 1, 256)

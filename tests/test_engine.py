@@ -18,6 +18,7 @@ from mmguard_core.engine.trigger_race import alternative_triggers, race_triggers
 from mmguard_core.engine.trigger_words import CANDIDATE_WORDS, SHARED_WORDS
 from mmguard_core.engine.triggers import (
     CAPTION_INSTRUCTION,
+    base_prompt,
     candidate_pool,
     free_words,
     search_triggers,
@@ -25,6 +26,7 @@ from mmguard_core.engine.triggers import (
     shared_vocabulary_size,
     with_trigger,
 )
+from mmguard_core.engine.weight_noise import weight_noise
 from mmguard_core.models.tiny import build_tiny
 from mmguard_core.models.tokenizer import build_word_tokenizer
 
@@ -405,3 +407,36 @@ def test_per_sample_binding_sees_the_trigger(surrogates):
     hijacked = protect_shard(data, shared, surrogates, on)
     assert all(np.isfinite(hijacked.loss_curve))
     assert any(not np.array_equal(a, b) for a, b in zip(plain.images, hijacked.images, strict=True))
+
+
+def test_weight_noise_perturbs_the_forward_only_inside_and_leaves_the_weights(surrogates):
+    adapter = surrogates[0].adapter
+    data = make_data(3)
+    images = [img.to(adapter.device) for img in data.images]
+    prompts = [base_prompt(q, a) for q, a in zip(data.questions, data.answers, strict=True)]
+    weights = {name: p.detach().clone() for name, p in adapter.model.named_parameters()}
+    with torch.no_grad():
+        plain = adapter.forward(images, prompts).loss.float().mean()
+        with weight_noise([adapter.model], 0.0, torch.Generator().manual_seed(1)):
+            off = adapter.forward(images, prompts).loss.float().mean()
+        draws = []
+        for _ in range(2):
+            with weight_noise([adapter.model], 0.5, torch.Generator().manual_seed(1)):
+                draws.append(adapter.forward(images, prompts).loss.float().mean())
+        after = adapter.forward(images, prompts).loss.float().mean()
+    assert off == plain and after == plain  # sigma 0 is the model itself; the hooks are gone after
+    assert draws[0] != plain and draws[0] == draws[1]  # a perturbed model, the same one for a seed
+    assert all(torch.equal(p, weights[name]) for name, p in adapter.model.named_parameters())
+
+
+def test_weight_noise_changes_the_shared_patterns_and_zero_changes_nothing(surrogates):
+    data = make_data(6)
+    config = small_config(shared_steps=3)
+    base = learn_shared(data, surrogates, config)
+    again = learn_shared(data, surrogates, config.updated(weight_noise=0.0))
+    noisy = learn_shared(data, surrogates, config.updated(weight_noise=0.5))
+    assert torch.equal(base.patterns, again.patterns)
+    assert not torch.equal(base.patterns, noisy.patterns)
+    assert noisy.patterns.abs().max() <= config.epsilon * (1 - config.sample_share) + 1e-6
+    with pytest.raises(ConfigError, match="weight_noise"):
+        config.updated(weight_noise=1.5)

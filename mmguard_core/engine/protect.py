@@ -36,6 +36,7 @@ from mmguard_core.engine.grouping import Grouping, choose_structure
 from mmguard_core.engine.transforms import apply_random
 from mmguard_core.engine.trigger_race import alternative_triggers, race_triggers
 from mmguard_core.engine.triggers import base_prompt, search_triggers, trigger_words_needed, with_trigger
+from mmguard_core.engine.weight_noise import weight_noise
 
 Progress = Callable[[int, int, str], None]
 StopCheck = Callable[[], bool]
@@ -258,9 +259,10 @@ def _pattern_step(models, data: ShardInput, patterns: torch.Tensor, groups, num_
     batch = _stratified_batch(groups, num_groups, config.batch_size, gen)
     patterns.requires_grad_(True)
     perturbed = [noise.compose(data.images[i], patterns[groups[i]], None) for i in batch]
-    loss = clock.loss(models, _eot(perturbed, config, gen), [prompts[i] for i in batch], config,
-                      clean_images=[data.images[i] for i in batch],
-                      clean_prompts=[clean_prompts[i] for i in batch])
+    with weight_noise([m.adapter.model for m in models], config.weight_noise, gen):
+        loss = clock.loss(models, _eot(perturbed, config, gen), [prompts[i] for i in batch], config,
+                          clean_images=[data.images[i] for i in batch],
+                          clean_prompts=[clean_prompts[i] for i in batch])
     noise.pgd_step(patterns, patterns.grad, config.step_size * config.epsilon, bound)
     return patterns.detach(), float(loss)
 
