@@ -437,6 +437,7 @@ def test_weight_noise_changes_the_shared_patterns_and_zero_changes_nothing(surro
     noisy = learn_shared(data, surrogates, config.updated(weight_noise=0.5))
     assert torch.equal(base.patterns, again.patterns)
     assert not torch.equal(base.patterns, noisy.patterns)
+    assert noisy.triggers == base.triggers  # its own random stream: only the patterns differ
     assert noisy.patterns.abs().max() <= config.epsilon * (1 - config.sample_share) + 1e-6
     with pytest.raises(ConfigError, match="weight_noise"):
         config.updated(weight_noise=1.5)

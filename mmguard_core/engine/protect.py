@@ -160,6 +160,9 @@ def learn_shared(
     clock = _Clock()
     stages: dict[str, float] = {}
     gen = _generator(config.seed, 1)
+    # its own stream, so turning weight_noise on changes the patterns and nothing else (same batches,
+    # transformations and trigger words as without it)
+    augment_gen = _generator(config.seed, 3)
     torch.manual_seed(config.seed)
     method = config.method
     if method in ("random", "em_image"):
@@ -201,7 +204,7 @@ def learn_shared(
         for _ in range(steps_per_round[round_index]):
             _check(should_stop)
             patterns, loss = _pattern_step(attackers, data, patterns, groups, num_groups, prompts, prompts,
-                                           config, gen, clock, bound)
+                                           config, gen, clock, bound, augment_gen)
             curve.append(loss)
             done += 1
             if progress:
@@ -238,7 +241,7 @@ def learn_shared(
         for _ in range(binding_steps):
             _check(should_stop)
             patterns, loss = _pattern_step(attackers, data, patterns, groups, num_groups, triggered, prompts,
-                                           config, gen, clock, bound)
+                                           config, gen, clock, bound, augment_gen)
             curve.append(loss)
             done += 1
             if progress:
@@ -253,13 +256,13 @@ def learn_shared(
 
 def _pattern_step(models, data: ShardInput, patterns: torch.Tensor, groups, num_groups: int, prompts,
                   clean_prompts, config: ProtectionConfig, gen: torch.Generator, clock: _Clock,
-                  bound: float) -> tuple[torch.Tensor, float]:
+                  bound: float, augment_gen: torch.Generator) -> tuple[torch.Tensor, float]:
     """One signed PGD step on the group patterns over a stratified batch (EOT applied); `prompts` are
     what the models see, `clean_prompts` the binding losses' clean reference."""
     batch = _stratified_batch(groups, num_groups, config.batch_size, gen)
     patterns.requires_grad_(True)
     perturbed = [noise.compose(data.images[i], patterns[groups[i]], None) for i in batch]
-    with weight_noise([m.adapter.model for m in models], config.weight_noise, gen):
+    with weight_noise([m.adapter.model for m in models], config.weight_noise, augment_gen):
         loss = clock.loss(models, _eot(perturbed, config, gen), [prompts[i] for i in batch], config,
                           clean_images=[data.images[i] for i in batch],
                           clean_prompts=[clean_prompts[i] for i in batch])
