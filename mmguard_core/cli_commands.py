@@ -73,7 +73,7 @@ class ProgressBar:
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=list(PRESETS), default="balanced",
                         help="intensity: fast | balanced | strong (default balanced)")
-    parser.add_argument("--config", type=Path, help="a ProtectionConfig JSON file (the preset is ignored)")
+    parser.add_argument("--config", type=Path, help="a JSON object of ProtectionConfig fields, applied over the preset (flags win)")
     parser.add_argument("--method", help="mmguard (default) or a baseline: random, em_image, classwise")
     parser.add_argument("--epsilon", help="L-inf bound, e.g. 8/255 (default) or 0.03")
     parser.add_argument("--trigger-length", type=int, help="trigger words (0 = no trigger)")
@@ -123,13 +123,18 @@ def config_from_args(args: argparse.Namespace):
         "verify": getattr(args, "verify", None),
         "verify_victim": getattr(args, "verify_victim", None),
     }
-    if args.config:
-        try:
-            base = ProtectionConfig.from_json(args.config.read_text())
-        except OSError as exc:
-            raise ConfigError(f"--config: cannot read {args.config}: {exc.strerror}") from exc
-        return base.updated(**overrides)
-    return preset(args.preset, **overrides)
+    if not args.config:
+        return preset(args.preset, **overrides)
+    # as a job request does: the preset, the file's fields over it, then the flags over both (a full
+    # config, e.g. one copied from a report, leaves nothing of the preset)
+    try:
+        text = args.config.read_text()
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {args.config}: {exc.strerror}") from exc
+    from_file = ProtectionConfig.from_json(text)  # checks the file on its own first: its errors name it
+    fields = {name: getattr(from_file, name) for name in json.loads(text)}
+    fields.update({name: value for name, value in overrides.items() if value is not None})
+    return preset(args.preset, **fields)
 
 
 def cmd_protect(args: argparse.Namespace) -> int:

@@ -100,6 +100,32 @@ def test_trigger_design_flags_reach_the_config():
     assert (default.trigger_position, default.trigger_vocabulary, default.verify) == ("twice", "mixed", True)
 
 
+def test_a_config_file_goes_over_the_preset_and_flags_over_both(tmp_path):
+    import argparse
+
+    from mmguard_core.cli_commands import add_config_arguments, config_from_args
+    from mmguard_core.config import ConfigError, ProtectionConfig, preset
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"weight_noise": 0.3, "trigger_length": 4}))
+    config = config_from_args(parser.parse_args(["--preset", "strong", "--config", str(partial), "--seed", "7"]))
+    strong = preset("strong")
+    assert (config.shared_steps, config.eot_transforms) == (strong.shared_steps, strong.eot_transforms)
+    assert (config.weight_noise, config.trigger_length, config.seed) == (0.3, 4, 7)
+    flagged = config_from_args(parser.parse_args(["--config", str(partial), "--trigger-length", "2"]))
+    assert (flagged.trigger_length, flagged.shared_steps) == (2, preset("balanced").shared_steps)
+    full = tmp_path / "full.json"  # a whole config (e.g. copied from a report) keeps nothing of the preset
+    full.write_text(preset("fast", seed=3).to_json())
+    assert config_from_args(parser.parse_args(["--preset", "strong", "--config", str(full)])) == \
+        ProtectionConfig.from_json(full.read_text())
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"weight_noise": 2}))
+    with pytest.raises(ConfigError, match="weight_noise"):
+        config_from_args(parser.parse_args(["--config", str(bad)]))
+
+
 def test_evaluate_prints_protection(vqa_folder, tmp_path):
     protected = tmp_path / "p"
     assert mmguard("protect", vqa_folder, "-o", protected, *FAST).returncode == 0
