@@ -43,6 +43,8 @@ class Channel(filesystem.Channel):
     def _get(self, queue: str) -> Any:
         wanted = f"{queue}.msg"
         taken_dir = self.processed_folder
+        # a missing folder would make every rename below fail as if another consumer had won
+        os.makedirs(taken_dir, exist_ok=True)
         for filename in sorted(os.listdir(self.data_folder_in)):
             if filename.partition(".")[2] != wanted:
                 continue
