@@ -226,7 +226,15 @@ def verification_text(v: dict) -> str:
     return (f"verification on held-out {victim} ({v['train_samples']} train / {v['test_samples']} test samples): "
             f"protection {v['protection']:.2f} (clean-trained accuracy {v['acc_clean_trained']:.2f}, "
             f"protected-trained {v['acc_protected_trained']:.2f}, floor {v['floor']:.2f})"
-            + (f"; after {cms}" if cms else ""))
+            + (f"; after {cms}" if cms else "") + _per_seed(v))
+
+
+def _per_seed(v: dict) -> str:
+    runs = v.get("runs") or []
+    if len(runs) < 2:
+        return ""
+    each = ", ".join("–" if r.get("protection") is None else f"{r['protection']:.2f}" for r in runs)
+    return f"; mean of {len(runs)} victim seeds ({each})"
 
 
 def fmt(value) -> str:

@@ -10,12 +10,14 @@ this copy learn my task?". This module answers it for one held-out victim within
    more per countermeasure in VERIFY_COUNTERMEASURES (JPEG q75, downscale ½ and back) applied to the
    protected part;
 3. every copy scored by exact match on the clean test part, and protection
-   1 - (acc_protected - floor) / (acc_clean - floor) as in `mmguard_core.evaluate`.
+   1 - (acc_protected - floor) / (acc_clean - floor) as in `mmguard_core.evaluate`;
+4. with `verify_seeds` > 1 all of it again per victim fine-tuning seed, the accuracies averaged
+   (each seed's own figures are kept in `runs`).
 
 The victim is chosen outside the ensemble (`resolve_verify_victim`), so the figure is a black-box
 one, and "auto" picks the held-out family that has been hardest to protect on our benchmark. It is a
-single model and seed on a few hundred samples: docs/evaluation.md shows spreads of up to ±0.3
-between seeds and more between held-out models, and the report says so. Open-ended answers (captions) have no exact-match score,
+single model on a few hundred samples: on our benchmark the victim's own fine-tuning seed moves the
+figure by about ±0.2 and the held-out model by more (docs/evaluation.md), and the report says so. Open-ended answers (captions) have no exact-match score,
 so verification reports "skipped" with the reason instead of a number nobody should read.
 """
 
@@ -36,9 +38,9 @@ VERIFY_COUNTERMEASURES = ("jpeg75", "downscale")
 MIN_TRAIN, MIN_TEST = 24, 12
 MAX_TEST = 200
 LEARNED_MARGIN = 0.1  # the clean-trained victim must beat the floor by this much for a verdict
-SPREAD_NOTE = ("one held-out model, one seed, a subset of the job's samples; on our benchmark one protection "
-               "moves by up to ±0.3 between seeds and more between held-out models (docs/evaluation.md), "
-               "so read it as a check, not a guarantee")
+SPREAD_NOTE = ("one held-out model, {seeds}, a subset of the job's samples; on our benchmark the victim's own "
+               "training seed moves the figure by about ±0.2 and the held-out model by more (docs/evaluation.md; "
+               "verify_seeds averages more victim seeds), so read it as a check, not a guarantee")
 # "auto" takes the first family outside the ensemble in this order: the held-out families from the
 # hardest to protect on our benchmark to the easiest (docs/evaluation.md, seventh session: Gemma3
 # 0.18-0.25, InternVL 0.36-0.81, LLaVA-NeXT 0.47-0.77, Idefics3 0.55-0.77, Qwen2.5-VL 0.77-0.90,
@@ -153,28 +155,32 @@ def verify_protection(
     protected = Split([from_uint8(img) for img in pick(protected_images, train_at)],
                       pick(protected_questions, train_at), pick(written, train_at))
     floor = majority_rate(test.answers)
-    plan = ["clean", "none", *VERIFY_COUNTERMEASURES]
-    seed = config.seed
+    names = ["clean", "none", *VERIFY_COUNTERMEASURES]
+    seeds = [config.seed + k for k in range(config.verify_seeds)]
+    plan = [(seed, name) for seed in seeds for name in names]
     started = time.perf_counter()
-    accuracy: dict[str, float] = {}
+    per_seed: dict[str, list[float]] = {name: [] for name in names}
     torch_rng = torch.get_rng_state()  # the victims seed torch; leave the caller's stream as it was
     try:
-        for step, name in enumerate(plan):
+        for step, (seed, name) in enumerate(plan):
             if should_stop is not None and should_stop():
                 raise VerificationCancelled("cancelled")
             if progress:
+                run = f", victim seed {seed}" if len(seeds) > 1 else ""
                 progress(step, len(plan), f"verifying: {victim} ({'clean' if name == 'clean' else 'protected'}"
-                                          f"{'' if name in ('clean', 'none') else ', ' + name})")
+                                          f"{'' if name in ('clean', 'none') else ', ' + name}{run})")
             if name == "clean":
-                accuracy[name] = train_and_score(victim, clean, test, recipe, seed, config.zoo_size, device=device)
+                per_seed[name].append(train_and_score(victim, clean, test, recipe, seed, config.zoo_size,
+                                                      device=device))
                 continue
             images, qs, augment = apply_countermeasure(name, protected.images, protected.questions, seed)
-            accuracy[name] = train_and_score(victim, Split(images, qs, protected.answers), test, recipe, seed,
-                                             config.zoo_size, augment, device=device)
+            per_seed[name].append(train_and_score(victim, Split(images, qs, protected.answers), test, recipe, seed,
+                                                  config.zoo_size, augment, device=device))
     finally:
         torch.set_rng_state(torch_rng)
     if progress:
         progress(len(plan), len(plan), "verified")
+    accuracy = {name: float(np.mean(values)) for name, values in per_seed.items()}
     learned = accuracy["clean"] - floor >= LEARNED_MARGIN
 
     def score(name: str) -> float | None:
@@ -185,7 +191,14 @@ def verify_protection(
         "victim": victim,
         "threat": "black-box: a model left out of the surrogate ensemble",
         "recipe": {"epochs": recipe.epochs, "lr": recipe.lr, "batch_size": recipe.batch_size,
-                   "fine_tuning": recipe.recipe, "seed": seed},
+                   "fine_tuning": recipe.recipe, "seed": seeds[0]},
+        "seeds": seeds,
+        # each victim seed on its own (the figures above are their means)
+        "runs": [{"seed": seed, "acc_clean_trained": per_seed["clean"][k],
+                  "acc_protected_trained": per_seed["none"][k],
+                  "protection": (protection_score(per_seed["none"][k], per_seed["clean"][k], floor)
+                                 if learned else None)}
+                 for k, seed in enumerate(seeds)],
         "train_samples": len(train_at),
         "test_samples": len(test_at),
         "floor": floor,
@@ -198,7 +211,7 @@ def verify_protection(
             for name in VERIFY_COUNTERMEASURES
         },
         "seconds": time.perf_counter() - started,
-        "note": SPREAD_NOTE,
+        "note": SPREAD_NOTE.format(seeds="one victim seed" if len(seeds) == 1 else f"{len(seeds)} victim seeds"),
     }
     if not learned:
         result["reason"] = (

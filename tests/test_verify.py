@@ -122,6 +122,24 @@ def test_a_copy_that_teaches_nothing_scores_high():
     assert "protection" in line and "JPEG q75" in line
 
 
+def test_several_victim_seeds_are_averaged_and_each_kept():
+    images, questions, answers = colour_task(150, seed=0)
+    shuffled = as_uint8([images[(i * 37 + 11) % len(images)] for i in range(len(images))])
+    one = verify_protection(images, questions, answers, shuffled, questions, ProtectionConfig(**CNN))
+    three = verify_protection(images, questions, answers, shuffled, questions,
+                              ProtectionConfig(**CNN, verify_seeds=3))
+    assert one["seeds"] == [0] and three["seeds"] == [0, 1, 2] and len(three["runs"]) == 3
+    assert three["runs"][0] == one["runs"][0]  # the first seed is the single-seed check itself
+    clean = [run["acc_clean_trained"] for run in three["runs"]]
+    assert three["acc_clean_trained"] == pytest.approx(sum(clean) / 3)
+    assert all(run["protection"] is not None for run in three["runs"])
+    assert "3 victim seeds" in three["note"] and "one victim seed" in one["note"]
+    line = verification_text(three)
+    assert "mean of 3 victim seeds (" in line and "mean of" not in verification_text(one)
+    with pytest.raises(ConfigError, match="verify_seeds"):
+        ProtectionConfig(**CNN, verify_seeds=0)
+
+
 def test_answers_as_written_are_what_the_attacker_trains_on():
     # caption_prefix puts the trigger in the answer: the protected copy teaches "pent apple", which is
     # never the clean test answer -- the check must train on the answers as written to see that
