@@ -178,7 +178,7 @@ def test_job_page_shows_the_verification_table(page, server: dict, artifacts: Pa
     with open(archive, "rb") as handle:
         dataset = httpx.post(f"{server['origin']}/api/v1/datasets", headers=auth, timeout=60,
                              files={"file": (archive.name, handle, "application/zip")}).raise_for_status().json()
-    config = {**TINY_CONFIG, "verify": True, "verify_victim": "cnn", "verify_epochs": 2.0}
+    config = {**TINY_CONFIG, "verify": True, "verify_victim": "cnn", "verify_epochs": 2.0, "verify_seeds": 2}
     job = httpx.post(f"{server['origin']}/api/v1/jobs", headers=auth, timeout=30,
                      json={"dataset_id": dataset["id"], "preset": "fast", "config": config}).raise_for_status().json()
     sign_in(page, server["key"])
@@ -192,6 +192,8 @@ def test_job_page_shows_the_verification_table(page, server: dict, artifacts: Pa
     expected = "—" if report["protection"] is None else f"{report['protection'] * 100:.0f} %"
     assert rows.nth(0).locator(".protection").inner_text() == expected
     assert f"{report['train_samples']} samples" in page.locator("#verification").inner_text()
+    per_seed = ", ".join("—" if r["protection"] is None else f"{r['protection'] * 100:.0f} %" for r in report["runs"])
+    assert f"Means of 2 victim seeds; protection per seed: {per_seed}." in page.locator("#verification").inner_text()
     page.screenshot(path=str(artifacts / "05-verification.png"), full_page=True)
     no_stack_trace(page)
 
