@@ -234,7 +234,7 @@ def _per_seed(v: dict) -> str:
     if len(runs) < 2:
         return ""
     each = ", ".join("–" if r.get("protection") is None else f"{r['protection']:.2f}" for r in runs)
-    return f"; mean of {len(runs)} victim seeds ({each})"
+    return f"; from the mean accuracies of {len(runs)} victim seeds (per seed {each})"
 
 
 def fmt(value) -> str:

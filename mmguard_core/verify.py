@@ -193,11 +193,13 @@ def verify_protection(
         "recipe": {"epochs": recipe.epochs, "lr": recipe.lr, "batch_size": recipe.batch_size,
                    "fine_tuning": recipe.recipe, "seed": seeds[0]},
         "seeds": seeds,
-        # each victim seed on its own (the figures above are their means)
+        # each victim seed on its own (the figures above are computed from their mean accuracies)
         "runs": [{"seed": seed, "acc_clean_trained": per_seed["clean"][k],
                   "acc_protected_trained": per_seed["none"][k],
+                  # None where that seed's clean-trained victim did not learn the task (a near-floor
+                  # clean accuracy would make its protection a meaningless large number)
                   "protection": (protection_score(per_seed["none"][k], per_seed["clean"][k], floor)
-                                 if learned else None)}
+                                 if per_seed["clean"][k] - floor >= LEARNED_MARGIN else None)}
                  for k, seed in enumerate(seeds)],
         "train_samples": len(train_at),
         "test_samples": len(test_at),

@@ -135,7 +135,7 @@ def test_several_victim_seeds_are_averaged_and_each_kept():
     assert all(run["protection"] is not None for run in three["runs"])
     assert "3 victim seeds" in three["note"] and "one victim seed" in one["note"]
     line = verification_text(three)
-    assert "mean of 3 victim seeds (" in line and "mean of" not in verification_text(one)
+    assert "mean accuracies of 3 victim seeds (per seed " in line and "victim seeds" not in verification_text(one)
     with pytest.raises(ConfigError, match="verify_seeds"):
         ProtectionConfig(**CNN, verify_seeds=0)
 

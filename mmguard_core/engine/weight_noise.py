@@ -6,6 +6,9 @@ is the hope for models it never saw (the "ghost network" / model-augmentation id
 adversarial examples). The weights themselves are never touched: a forward hook on every nn.Linear
 adds x @ (W * sigma * N)^T to its output, so nothing is left to restore and bf16 weights do not
 drift; one noise draw per module per context, so a module called twice sees the same weights.
+Only plain float nn.Linear modules are jittered (not quantised subclasses, whose weights are not
+float values); a Linear called with keyword arguments only is left as it is. Memory: the draws live
+until the step's backward is done, about one extra copy of the linear weights.
 """
 
 from __future__ import annotations
@@ -27,17 +30,20 @@ def weight_noise(models: Sequence[nn.Module], sigma: float, gen: torch.Generator
     draws: dict[int, torch.Tensor] = {}
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
+        if not inputs:  # called with keyword arguments only: leave it unperturbed
+            return output
         key = id(module)
         if key not in draws:
-            local = torch.Generator().manual_seed(seeds[key])
-            noise = torch.randn(module.weight.shape, generator=local).to(module.weight.device, module.weight.dtype)
-            draws[key] = module.weight.detach() * (sigma * noise)
+            weight = module.weight.detach()
+            local = torch.Generator(device=weight.device).manual_seed(seeds[key])
+            noise = torch.randn(weight.shape, generator=local, device=weight.device, dtype=torch.float32)
+            draws[key] = weight * (sigma * noise).to(weight.dtype)
         return output + F.linear(inputs[0], draws[key])
 
     handles = []
     for model in models:
         for module in model.modules():
-            if isinstance(module, nn.Linear):
+            if type(module) is nn.Linear and module.weight.is_floating_point():
                 seeds[id(module)] = int(torch.randint(0, 2**62, (), generator=gen))
                 handles.append(module.register_forward_hook(hook))
     try:

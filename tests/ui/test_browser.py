@@ -193,7 +193,7 @@ def test_job_page_shows_the_verification_table(page, server: dict, artifacts: Pa
     assert rows.nth(0).locator(".protection").inner_text() == expected
     assert f"{report['train_samples']} samples" in page.locator("#verification").inner_text()
     per_seed = ", ".join("—" if r["protection"] is None else f"{r['protection'] * 100:.0f} %" for r in report["runs"])
-    assert f"Means of 2 victim seeds; protection per seed: {per_seed}." in page.locator("#verification").inner_text()
+    assert f"Accuracies are means of 2 victim seeds; protection per seed: {per_seed}." in page.locator("#verification").inner_text()
     page.screenshot(path=str(artifacts / "05-verification.png"), full_page=True)
     no_stack_trace(page)
 

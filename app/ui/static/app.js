@@ -426,7 +426,7 @@ function renderVerification(v) {
     el("p", { text: `${v.victim} (${v.threat}), fine-tuned ${v.recipe.epochs} epochs on ${v.train_samples} samples, ` +
       `tested on ${v.test_samples} held-out clean samples. Trained on the clean samples it scores ${pct(v.acc_clean_trained)}; ` +
       `the most common answer alone scores ${pct(v.floor)}. Protection 100 % = the protected copy taught nothing.` +
-      ((v.runs || []).length > 1 ? ` Means of ${v.runs.length} victim seeds; protection per seed: ` +
+      ((v.runs || []).length > 1 ? ` Accuracies are means of ${v.runs.length} victim seeds; protection per seed: ` +
         v.runs.map((r) => pct(r.protection)).join(", ") + "." : "") }),
     table, el("p", { class: "note", text: v.note || "" }));
   if (v.protection === null || v.protection === undefined)  // the victim did not learn the task from clean data either
