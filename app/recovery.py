@@ -29,6 +29,22 @@ def requeue_orphans(settings: Settings) -> list[str]:
     return orphans
 
 
+def requeue_queued_jobs(settings: Settings) -> list[str]:
+    """Embedded queue only, at a worker's start: re-send every `queued` job. The filesystem queue
+    keeps a taken message only in the consuming worker's memory until it is acknowledged, so a
+    worker killed hard (OOM, SIGKILL) after taking a message and before claiming its job leaves that
+    job `queued` with no message anywhere. A second message for a job whose first one is still in
+    the folder is harmless: the claim runs the job once and the other message finds it done."""
+    if not settings.embedded_broker:
+        return []  # Redis keeps unacknowledged messages and re-delivers them itself
+    with session_scope(settings.sqlalchemy_url) as session:
+        queued = [str(job_id) for job_id in session.scalars(select(Job.id).where(Job.status == "queued"))]
+    for job_id in queued:
+        log.info("re-sending queued job %s (its message may have died with a worker)", job_id)
+        enqueue_job(settings, job_id)
+    return queued
+
+
 def requeue_stalled_deliveries(settings: Settings) -> list[str]:
     """Pending deliveries overdue by more than an attempt can take: their message was lost."""
     from app.webhooks import enqueue_delivery

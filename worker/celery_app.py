@@ -33,18 +33,21 @@ def _init_child(**_: object) -> None:
 @worker_ready.connect
 def _recover(**_: object) -> None:
     """A (re)started worker re-sends jobs left `running` by a worker that died (and webhook deliveries
-    whose message was lost), then keeps looking every
+    whose message was lost; with the embedded queue also every `queued` job, whose message a worker
+    killed hard may have taken with it), then keeps looking every
     `stale_after_seconds`: with several machines, one that dies mid-job is noticed by the others at
     once, not only when some worker restarts (safe: runner.claim leaves live claims alone)."""
-    _requeue_lost_work()
+    _requeue_lost_work(at_start=True)
     threading.Thread(target=_sweep_lost_work, name="mmguard-lost-work-sweep", daemon=True).start()
 
 
-def _requeue_lost_work() -> None:
-    from app.recovery import requeue_orphans, requeue_stalled_deliveries
+def _requeue_lost_work(at_start: bool = False) -> None:
+    from app.recovery import requeue_orphans, requeue_queued_jobs, requeue_stalled_deliveries
 
     try:
         requeued = requeue_orphans(settings)
+        if at_start:
+            requeued += requeue_queued_jobs(settings)
         resent = requeue_stalled_deliveries(settings)
     except Exception as exc:  # database or broker down: the next sweep tries again
         log.warning("could not look for orphaned jobs or webhook deliveries: %s", exc)

@@ -1,7 +1,10 @@
 """The embedded queue under a busy consumer: every message arrives, whole, exactly once.
 
 kombu's stock filesystem transport lost about 1 message in 15 this way (a consumer took a file
-before its producer had written it), which left embedded jobs `queued` for ever."""
+before its producer had written it), which left embedded jobs `queued` for ever. On a fresh queue
+folder the same run also caught two exchange-table races: a publish that read the table while
+its first bind was writing it (JSONDecodeError), and a thread that published before another
+thread's bind had reached the disk (the first messages dropped unrouted)."""
 
 from __future__ import annotations
 
