@@ -181,7 +181,11 @@ def verify_protection(
     if progress:
         progress(len(plan), len(plan), "verified")
     accuracy = {name: float(np.mean(values)) for name, values in per_seed.items()}
-    learned = accuracy["clean"] - floor >= LEARNED_MARGIN
+
+    def taught(acc_clean: float) -> bool:  # the clean-trained victim learned the task: a verdict is possible
+        return acc_clean - floor >= LEARNED_MARGIN
+
+    learned = taught(accuracy["clean"])
 
     def score(name: str) -> float | None:
         return protection_score(accuracy[name], accuracy["clean"], floor) if learned else None
@@ -199,7 +203,7 @@ def verify_protection(
                   # None where that seed's clean-trained victim did not learn the task (a near-floor
                   # clean accuracy would make its protection a meaningless large number)
                   "protection": (protection_score(per_seed["none"][k], per_seed["clean"][k], floor)
-                                 if per_seed["clean"][k] - floor >= LEARNED_MARGIN else None)}
+                                 if taught(per_seed["clean"][k]) else None)}
                  for k, seed in enumerate(seeds)],
         "train_samples": len(train_at),
         "test_samples": len(test_at),

@@ -66,7 +66,6 @@ class Channel(filesystem.Channel):
             return loads(bytes_to_str(payload))
         raise Empty()
 
-
     # The exchange table (which queues an exchange routes to) is a small JSON file that every publish
     # reads. kombu creates it with open("wb") and only then locks and writes it, so a publish in
     # between read it empty and failed (JSONDecodeError), and two first binds could truncate each
@@ -78,18 +77,19 @@ class Channel(filesystem.Channel):
         # thread of the same process (the API's request threads) then skips its own bind and publishes
         # into a table not yet on disk, and the message is dropped. On disk first, then in the state.
         exchange = exchange or "amq.direct"
+        # (super()'s own _queue_bind call then finds the entry in place and writes nothing)
         if not self.state.has_binding(queue, exchange, routing_key):
             meta = self.typeof(exchange).prepare_bind(queue, exchange, routing_key, arguments)
             self._queue_bind(exchange, *meta)
         super().queue_bind(queue, exchange, routing_key, arguments, **kwargs)
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
-        entry = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+        entry = _table_entry(routing_key, pattern, queue)
         self._update_table(exchange, lambda table: table if entry in table else [entry, *table])
 
     def _delete(self, queue: str, exchange: str, routing_key: str, pattern: str, *args: Any, **kwargs: Any) -> None:
         virtual.Channel._delete(self, queue, exchange, routing_key, pattern, *args, **kwargs)
-        entry = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+        entry = _table_entry(routing_key, pattern, queue)
         self._update_table(exchange, lambda table: [q for q in table if q != entry])
 
     def _update_table(self, exchange: str, change: Callable[[list], list]) -> None:
@@ -113,6 +113,10 @@ class Channel(filesystem.Channel):
         except OSError as exc:
             partial.unlink(missing_ok=True)
             raise ChannelError(f"Cannot update {file}") from exc
+
+
+def _table_entry(routing_key: str | None, pattern: str | None, queue: str | None) -> Any:
+    return filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
 
 
 class Transport(filesystem.Transport):

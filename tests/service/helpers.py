@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,15 +159,16 @@ def maps_torch(pid: int) -> bool:
     return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
 
 
-def start_embedded(root: Path, extra_env: dict[str, str] | None = None) -> tuple[Proc, dict[str, Any]]:
-    """`mmguard serve --data-dir root/state` on a free port, as an owner starts it, waited on until
-    /health answers. The caller stops the returned Proc (its worker child is in proc.groups)."""
+def start_embedded(root: Path, extra_env: dict[str, str] | None = None,
+                   serve_args: Sequence[str] = ()) -> tuple[Proc, dict[str, Any]]:
+    """`mmguard serve --data-dir root/state [serve_args]` on a free port, as an owner starts it, waited
+    on until /health answers. The caller stops the returned Proc (its worker child is in proc.groups)."""
     data_dir = root / "state"
     port = free_port()
     env = service_env({"MMGUARD_HEARTBEAT_SECONDS": "0.3", "MMGUARD_PROGRESS_INTERVAL_SECONDS": "0",
                        **(extra_env or {})})
-    proc = Proc([str(VENV_BIN / "mmguard"), "serve", "--port", str(port), "--data-dir", str(data_dir)],
-                env, root / "serve.log", cwd=root)
+    proc = Proc([str(VENV_BIN / "mmguard"), "serve", "--port", str(port), "--data-dir", str(data_dir),
+                 *serve_args], env, root / "serve.log", cwd=root)
     origin = f"http://127.0.0.1:{port}"
 
     def up() -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .flow import full_flow
+from .flow import full_flow, poll, start_job, upload
 from .helpers import (
     TINY_CONFIG,
     VENV_BIN,
@@ -20,7 +20,6 @@ from .helpers import (
     free_port,
     maps_torch,
     pool_children,
-    service_env,
     start_embedded,
     wait_for,
 )
@@ -107,40 +106,19 @@ def test_mmguard_worker_command_keeps_torch_out_of_the_parent(embedded: dict) ->
 def test_a_queued_job_whose_message_was_lost_runs_when_a_worker_starts(tmp_path: Path, tiny_zip: Path) -> None:
     """A worker killed hard after taking a job's message from the embedded queue takes the message
     with it; the job stays `queued`. The next worker to start re-sends queued jobs."""
-    data_dir = tmp_path / "state"
-    port = free_port()
-    env = service_env({"MMGUARD_HEARTBEAT_SECONDS": "0.3"})
-    serve = Proc([str(VENV_BIN / "mmguard"), "serve", "--port", str(port), "--data-dir", str(data_dir),
-                  "--no-worker"], env, tmp_path / "serve.log", cwd=tmp_path)
+    serve, info = start_embedded(tmp_path, serve_args=["--no-worker"])
     worker = None
     try:
-        base = f"http://127.0.0.1:{port}/api/v1"
-        wait_for(lambda: serve.alive() and _healthy(base), 90, 0.2, "serve --no-worker")
-        auth = {"Authorization": f"Bearer {(data_dir / 'local-api-key').read_text().strip()}"}
-        with open(tiny_zip, "rb") as handle:
-            dataset = httpx.post(f"{base}/datasets", headers=auth, timeout=60,
-                                 files={"file": ("d.zip", handle, "application/zip")}).raise_for_status().json()
-        job = httpx.post(f"{base}/jobs", headers=auth, timeout=30, json={
-            "dataset_id": dataset["id"], "preset": "fast", "config": TINY_CONFIG}).raise_for_status().json()
-        messages = data_dir / "queue" / "messages"
-        sent = [path for path in messages.iterdir() if path.name.endswith(".msg")]
+        base, key = f"{info['origin']}/api/v1", info["key"]
+        job = start_job(base, key, upload(base, key, tiny_zip)["id"], TINY_CONFIG)
+        sent = [path for path in (info["data_dir"] / "queue" / "messages").iterdir() if path.name.endswith(".msg")]
         assert len(sent) == 1
         sent[0].unlink()  # the message is gone, as with a worker killed right after taking it
-        worker = Proc([str(VENV_BIN / "mmguard"), "worker", "--data-dir", str(data_dir)], env,
+        worker = Proc([str(VENV_BIN / "mmguard"), "worker", "--data-dir", str(info["data_dir"])], info["env"],
                       tmp_path / "worker.log", cwd=tmp_path)
-        done = wait_for(lambda: httpx.get(f"{base}/jobs/{job['id']}", headers=auth, timeout=10).json()["status"]
-                        in ("succeeded", "failed"), 240, 0.5, "the re-sent job")
-        assert done
-        final = httpx.get(f"{base}/jobs/{job['id']}", headers=auth, timeout=10).json()
+        final = poll(base, key, job["id"], {"succeeded", "failed"}, timeout=240, interval=0.5)
         assert final["status"] == "succeeded", (final, worker.output()[-3000:])
     finally:
         if worker is not None:
             worker.stop()
         serve.stop()
-
-
-def _healthy(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
