@@ -81,6 +81,10 @@ VARIANTS: dict[str, dict] = {
     "weight-noise-0.6": {"weight_noise": 0.6},
     "weight-noise-0.3": {"weight_noise": 0.3},
     "em-image": {"method": "em_image"},
+    # tenth session: the per-sample part as an adversarial poison towards another group's answer
+    "targeted": {"sample_objective": "targeted"},
+    "targeted-half": {"sample_objective": "targeted", "sample_share": 0.5},
+    "targeted-all": {"sample_objective": "targeted", "shared_steps": 0},
 }
 
 

@@ -19,6 +19,7 @@ TRIGGER_VOCABULARIES = ("distinct", "shared", "mixed")
 TRIGGER_ORDERS = ("rare_first", "code_first")
 TRANSFORMS = ("resize", "crop", "blur", "noise", "jpeg")
 INNER_RECIPES = ("full", "lora")
+SAMPLE_OBJECTIVES = ("minimize", "targeted")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
 ZOO_SIZES = ("test", "small", "small-fillers")
@@ -131,6 +132,11 @@ class ProtectionConfig:
     # model augmentation: relative std of multiplicative Gaussian noise on the surrogates' linear
     # weights, drawn afresh at each shared-noise PGD step (engine/weight_noise.py); 0 = off
     weight_noise: float = 0.0
+    # what the per-sample part of the noise does: "minimize" the surrogates' loss of the sample's own
+    # answer (error-minimising, as the shared pattern), or "targeted": make the image read as another
+    # group's answer to surrogate copies fine-tuned on the shard's clean data (an adversarial poison,
+    # Fowl et al. 2021), so a victim learns a true feature the labels contradict (method.md, tenth session)
+    sample_objective: str = "minimize"
     # surrogates and execution
     # "family:/path" or "zoo:family[@seed]" (zoo:llava@2: the llava zoo model pretrained with seed 2, a
     # second checkpoint of the family); empty = the default zoo ensemble
@@ -182,6 +188,7 @@ class ProtectionConfig:
         choice("trigger_vocabulary", TRIGGER_VOCABULARIES)
         choice("trigger_order", TRIGGER_ORDERS)
         choice("inner_recipe", INNER_RECIPES)
+        choice("sample_objective", SAMPLE_OBJECTIVES)
         choice("device", DEVICES)
         choice("dtype", DTYPES)
         choice("zoo_size", ZOO_SIZES)

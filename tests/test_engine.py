@@ -11,6 +11,8 @@ from mmguard_core.engine.protect import (
     ProtectionCancelled,
     ShardInput,
     SharedState,
+    _clean_task_copies,
+    _target_answers,
     learn_shared,
     protect_shard,
 )
@@ -441,3 +443,41 @@ def test_weight_noise_changes_the_shared_patterns_and_zero_changes_nothing(surro
     assert noisy.patterns.abs().max() <= config.epsilon * (1 - config.sample_share) + 1e-6
     with pytest.raises(ConfigError, match="weight_noise"):
         config.updated(weight_noise=1.5)
+
+
+def test_targeted_answers_point_every_group_at_the_next_one():
+    answers = ["red", "green", "blue", "red", "green", "blue"]
+    groups = [0, 1, 2, 0, 1, 2]
+    assert _target_answers(answers, groups) == ["green", "blue", "red", "green", "blue", "red"]
+    # a shard missing a group cycles over the groups it holds
+    assert _target_answers(["red", "blue", "red"], [0, 2, 0]) == ["blue", "red", "blue"]
+
+
+def test_targeted_sample_noise_reads_as_the_next_answer_and_leaves_the_surrogates(surrogates):
+    data = make_data(6)
+    config = small_config(shared_steps=2, sample_steps=4, sample_share=1.0, epsilon=16 / 255)
+    shared = learn_shared(data, surrogates, config)
+    weights = [{n: p.detach().clone() for n, p in s.adapter.model.named_parameters()} for s in surrogates]
+    targeted_config = config.updated(sample_objective="targeted")
+    minimised = protect_shard(data, shared, surrogates, config)
+    targeted = protect_shard(data, shared, surrogates, targeted_config)
+    assert targeted.answers == minimised.answers == data.answers
+    for k, image in enumerate(targeted.images):
+        assert np.abs(image.astype(int) - original_uint8(data.images[k]).astype(int)).max() <= 16
+    for surrogate, before in zip(surrogates, weights, strict=True):
+        assert all(torch.equal(p, before[n]) for n, p in surrogate.adapter.model.named_parameters())
+    # judged by the same clean-task copies the objective used: the targeted images carry the next
+    # group's answer more than the error-minimised ones do
+    groups = shared.grouping.assign(data.answers, data.images)
+    prompts = [base_prompt(q, a) for q, a in zip(data.questions, data.answers, strict=True)]
+    copies = _clean_task_copies(surrogates, data, prompts, targeted_config)
+    wanted = [base_prompt(q, t) for q, t in zip(data.questions, _target_answers(data.answers, groups), strict=True)]
+
+    def target_loss(images):
+        tensors = [torch.from_numpy(img).permute(2, 0, 1).float() / 255 for img in images]
+        with torch.no_grad():
+            return float(sum(c.adapter.forward(tensors, wanted).loss.float().mean() for c in copies))
+
+    assert target_loss(targeted.images) < target_loss(minimised.images)
+    with pytest.raises(ConfigError, match="sample_objective"):
+        config.updated(sample_objective="maximise")

@@ -337,8 +337,20 @@ def protect_shard(
     # The binding losses act on the attention between answer, trigger and perturbed patches, so the
     # per-sample stage sees the protected sample whole (noise and trigger, the paper's l_prot(x~, t~, y))
     # when they are on; without them the noise is refined with the trigger absent (module docstring).
-    binding = config.uses_binding and bool(shared.triggers)
+    targeted = (method == "mmguard" and config.sample_objective == "targeted" and steps > 0 and own_bound > 0
+                and len(set(groups)) > 1)
+    binding = config.uses_binding and bool(shared.triggers) and not targeted
     prompts = protected_prompts if binding else clean_prompts
+    models: Sequence[Surrogate] = surrogates
+    if targeted:
+        _check(should_stop)
+        if progress:
+            progress(0, n, "clean-task surrogates")
+        t0 = time.perf_counter()
+        models = _clean_task_copies(surrogates, data, clean_prompts, config)
+        clock.seconds += time.perf_counter() - t0
+        prompts = [base_prompt(q, t) for q, t in zip(data.questions, _target_answers(data.answers, groups),
+                                                     strict=True)]
     for start in range(0, n, config.batch_size):
         _check(should_stop)
         batch = list(range(start, min(n, start + config.batch_size)))
@@ -355,7 +367,7 @@ def protect_shard(
             perturbed = [noise.compose(data.images[i], s, d) for i, s, d in zip(batch, shared_parts, own, strict=True)]
             clean = ({"clean_images": [data.images[i] for i in batch],
                       "clean_prompts": [clean_prompts[i] for i in batch]} if binding else {})
-            loss = clock.loss(surrogates, _eot(perturbed, config, gen), [prompts[i] for i in batch], config, **clean)
+            loss = clock.loss(models, _eot(perturbed, config, gen), [prompts[i] for i in batch], config, **clean)
             for delta in own:
                 noise.pgd_step(delta, delta.grad, step_size, own_bound)
             own = [d.detach() for d in own]
@@ -379,6 +391,42 @@ def protect_shard(
             questions.append(prompt.question)
         answers.append(prompt.answer)
     return ShardOutput(outputs, questions, answers, triggers, curve, time.perf_counter() - started, clock.seconds)
+
+
+def _target_answers(answers: Sequence[str], groups: Sequence[int]) -> list[str]:
+    """Each sample's target for the targeted objective: the answer of a member of the next group
+    (cyclically, among the groups in this shard), so every group's images are pushed towards one
+    other group's answer (class-consistent, the form that poisoned best in Fowl et al.)."""
+    members: dict[int, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+    present = sorted(members)
+    following = {g: present[(k + 1) % len(present)] for k, g in enumerate(present)}
+    targets = []
+    for index, group in enumerate(groups):
+        pool = members[following[group]]
+        targets.append(answers[pool[index % len(pool)]])
+    return targets
+
+
+def _clean_task_copies(surrogates: Sequence[Surrogate], data: ShardInput, clean_prompts,
+                       config: ProtectionConfig) -> list[Surrogate]:
+    """Copies of the surrogates fine-tuned on this shard's clean samples (as many steps as the
+    shared stage's simulated attacker took in all), so they read the task's true feature: the
+    targeted objective needs a model that knows which answer an image shows."""
+    from mmguard_core.models.training import finetune
+
+    copies = [Surrogate(s.name, s.adapter.clone()) for s in surrogates]
+    for k, copy in enumerate(copies):
+        for param in copy.adapter.model.parameters():
+            param.requires_grad_(True)
+        finetune(copy.adapter, list(data.images), clean_prompts,
+                 steps=config.inner_steps * max(1, config.bilevel_rounds), lr=config.inner_lr,
+                 batch_size=config.batch_size, recipe=config.inner_recipe, seed=config.seed + 17 + k)
+        copy.adapter.model.eval()
+        for param in copy.adapter.model.parameters():
+            param.requires_grad_(False)
+    return copies
 
 
 def _quantise(original: torch.Tensor, perturbed: torch.Tensor, epsilon: float) -> np.ndarray:
