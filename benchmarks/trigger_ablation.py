@@ -85,6 +85,7 @@ VARIANTS: dict[str, dict] = {
     "targeted": {"sample_objective": "targeted"},
     "targeted-half": {"sample_objective": "targeted", "sample_share": 0.5},
     "targeted-all": {"sample_objective": "targeted", "shared_steps": 0},
+    "targeted-noise-only": {"sample_objective": "targeted", "shared_steps": 0, "trigger_length": 0},
 }
 
 

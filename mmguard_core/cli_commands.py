@@ -199,8 +199,11 @@ def summary_text(report: dict) -> str:
         f"PSNR mean {fmt(s['psnr_mean'])} dB (min {fmt(s['psnr_min'])}), SSIM mean {s['ssim_mean']:.4f}",
     ]
     if groups:
-        lines.append(f"  noise shared per {groups['structure']} ({groups['count']} groups)"
-                     if groups.get("shared_noise") else f"  {groups['count']} {groups['structure']} groups")
+        noise_line = (f"  noise shared per {groups['structure']} ({groups['count']} groups)"
+                      if groups.get("shared_noise") else f"  {groups['count']} {groups['structure']} groups")
+        if (report.get("config") or {}).get("sample_objective") == "targeted":
+            noise_line += "; per-sample noise targeted at the next group's answer"
+        lines.append(noise_line)
         trig = report["trigger"]
         if trig["samples_with_trigger"]:
             examples = ", ".join(f"{k!r}: {v!r}" for k, v in list(groups["triggers"].items())[:4])

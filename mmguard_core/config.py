@@ -137,6 +137,7 @@ class ProtectionConfig:
     # group's answer to surrogate copies fine-tuned on the shard's clean data (an adversarial poison,
     # Fowl et al. 2021), so a victim learns a true feature the labels contradict (method.md, tenth session)
     sample_objective: str = "minimize"
+    target_steps: int = 80  # fine-tuning steps of those clean-task surrogate copies ("targeted" only)
     # surrogates and execution
     # "family:/path" or "zoo:family[@seed]" (zoo:llava@2: the llava zoo model pretrained with seed 2, a
     # second checkpoint of the family); empty = the default zoo ensemble
@@ -197,7 +198,7 @@ class ProtectionConfig:
                 f"epsilon: {self.epsilon:.4f} ({self.epsilon * 255:.1f}/255) is out of range (0, 32/255]; "
                 "above 32/255 the perturbation is plainly visible"
             )
-        for name in ("shared_steps", "sample_steps", "bilevel_rounds", "inner_steps", "binding_steps"):
+        for name in ("shared_steps", "sample_steps", "bilevel_rounds", "inner_steps", "binding_steps", "target_steps"):
             in_range(name, 0, 10_000)
         in_range("num_clusters", 1, 10_000)
         in_range("noise_scale", 1, 64)
@@ -216,8 +217,8 @@ class ProtectionConfig:
         in_range("batch_size", 1, 4096)
         in_range("seed", 0, 2**32 - 1)
         in_range("threads", 1, 256)
-        for name in ("shared_steps", "sample_steps", "bilevel_rounds", "inner_steps", "binding_steps", "num_clusters",
-                     "noise_scale", "trigger_length", "trigger_candidates", "trigger_trials",
+        for name in ("shared_steps", "sample_steps", "bilevel_rounds", "inner_steps", "binding_steps", "target_steps",
+                     "num_clusters", "noise_scale", "trigger_length", "trigger_candidates", "trigger_trials",
                      "trigger_trial_steps", "batch_size", "seed", "threads"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: {getattr(self, name)!r} must be a whole number")

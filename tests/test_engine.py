@@ -458,7 +458,7 @@ def test_targeted_sample_noise_reads_as_the_next_answer_and_leaves_the_surrogate
     config = small_config(shared_steps=2, sample_steps=4, sample_share=1.0, epsilon=16 / 255)
     shared = learn_shared(data, surrogates, config)
     weights = [{n: p.detach().clone() for n, p in s.adapter.model.named_parameters()} for s in surrogates]
-    targeted_config = config.updated(sample_objective="targeted")
+    targeted_config = config.updated(sample_objective="targeted", target_steps=30)
     minimised = protect_shard(data, shared, surrogates, config)
     targeted = protect_shard(data, shared, surrogates, targeted_config)
     assert targeted.answers == minimised.answers == data.answers

@@ -411,17 +411,19 @@ def _target_answers(answers: Sequence[str], groups: Sequence[int]) -> list[str]:
 
 def _clean_task_copies(surrogates: Sequence[Surrogate], data: ShardInput, clean_prompts,
                        config: ProtectionConfig) -> list[Surrogate]:
-    """Copies of the surrogates fine-tuned on this shard's clean samples (as many steps as the
-    shared stage's simulated attacker took in all), so they read the task's true feature: the
-    targeted objective needs a model that knows which answer an image shows."""
+    """Copies of the surrogates fine-tuned on this shard's clean samples for `target_steps`, so they
+    read the task's true feature: the targeted objective needs a model that knows which answer an
+    image shows (0 steps: the surrogates as loaded, for models that already know the task)."""
     from mmguard_core.models.training import finetune
 
+    if config.target_steps == 0:
+        return list(surrogates)
     copies = [Surrogate(s.name, s.adapter.clone()) for s in surrogates]
     for k, copy in enumerate(copies):
         for param in copy.adapter.model.parameters():
             param.requires_grad_(True)
         finetune(copy.adapter, list(data.images), clean_prompts,
-                 steps=config.inner_steps * max(1, config.bilevel_rounds), lr=config.inner_lr,
+                 steps=config.target_steps, lr=config.inner_lr,
                  batch_size=config.batch_size, recipe=config.inner_recipe, seed=config.seed + 17 + k)
         copy.adapter.model.eval()
         for param in copy.adapter.model.parameters():
