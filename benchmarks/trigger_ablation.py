@@ -85,6 +85,9 @@ VARIANTS: dict[str, dict] = {
     "targeted": {"sample_objective": "targeted"},
     "targeted-half": {"sample_objective": "targeted", "sample_share": 0.5},
     "targeted-all": {"sample_objective": "targeted", "shared_steps": 0},
+    # the error-minimising group pattern the presets used before the tenth session
+    "pattern-balanced": {"sample_objective": "minimize", "shared_steps": 30},
+    "pattern-strong": {"sample_objective": "minimize", "shared_steps": 60},
     "targeted-noise-only": {"sample_objective": "targeted", "shared_steps": 0, "trigger_length": 0},
 }
 

@@ -82,7 +82,11 @@ class ProtectionConfig:
     num_clusters: int = 8  # groups for "cluster" structure (captions / open-ended answers)
     noise_scale: int = 4  # shared noise lives on a grid this many times coarser than the image (smooth)
     sample_share: float = 0.25  # share of epsilon left to the per-sample refinement on top of shared noise
-    shared_steps: int = 30  # PGD steps of the shared (per-answer / per-cluster) stage
+    # PGD steps of the shared (per-answer / per-cluster) error-minimising pattern; 0 by default since
+    # the tenth session: the whole budget goes to the targeted per-sample noise, which protected
+    # held-out families better (method.md); `fast` and {"sample_objective": "minimize",
+    # "shared_steps": 30} run the pattern
+    shared_steps: int = 0
     sample_steps: int = 5  # PGD steps of the per-sample refinement stage
     step_size: float = 0.25  # PGD step as a fraction of epsilon
     eot_transforms: list[str] = field(default_factory=lambda: ["resize", "crop", "blur", "noise"])
@@ -136,7 +140,7 @@ class ProtectionConfig:
     # answer (error-minimising, as the shared pattern), or "targeted": make the image read as another
     # group's answer to surrogate copies fine-tuned on the shard's clean data (an adversarial poison,
     # Fowl et al. 2021), so a victim learns a true feature the labels contradict (method.md, tenth session)
-    sample_objective: str = "minimize"
+    sample_objective: str = "targeted"
     target_steps: int = 80  # fine-tuning steps of those clean-task surrogate copies ("targeted" only)
     # surrogates and execution
     # "family:/path" or "zoo:family[@seed]" (zoo:llava@2: the llava zoo model pretrained with seed 2, a
@@ -303,16 +307,17 @@ class ProtectionConfig:
 
 # The intensity knob. Each preset trades time for strength; see README "Presets".
 PRESETS: dict[str, dict[str, Any]] = {
-    # minutes on a CPU: one surrogate round, short PGD, no binding losses
-    "fast": {"shared_steps": 12, "sample_steps": 2, "bilevel_rounds": 1, "inner_steps": 5,
-             "trigger_candidates": 32, "verify": False},
-    # the default: two bi-level rounds over the ensemble
+    # minutes on a CPU: the error-minimising group pattern with one short surrogate round (no
+    # clean-task fine-tuning of the surrogates, which the targeted noise needs), no verification
+    "fast": {"sample_objective": "minimize", "shared_steps": 12, "sample_steps": 2, "bilevel_rounds": 1,
+             "inner_steps": 5, "trigger_candidates": 32, "verify": False},
+    # the default: targeted per-sample noise against clean-task copies of the ensemble, the trigger,
+    # the verification
     "balanced": {},
-    # longer optimisation, more attacker simulation, more transformations, and a longer trigger (20
-    # inserted words, not 12: protection of held-out families grew with trigger length, method.md)
-    "strong": {"shared_steps": 60, "sample_steps": 10, "bilevel_rounds": 4, "inner_steps": 20,
-               "trigger_candidates": 128, "eot_transforms": ["resize", "crop", "blur", "noise", "jpeg"],
-               "trigger_length": 5},
+    # longer optimisation, more transformations (JPEG), a wider trigger search and a longer trigger
+    # (20 inserted words, not 12: protection of held-out families grew with trigger length, method.md)
+    "strong": {"sample_steps": 10, "bilevel_rounds": 4, "inner_steps": 20, "trigger_candidates": 128,
+               "eot_transforms": ["resize", "crop", "blur", "noise", "jpeg"], "trigger_length": 5},
 }
 
 

@@ -17,7 +17,11 @@ def test_round_trip_through_json_keeps_every_field():
 def test_presets_are_valid_and_ordered_by_effort(name):
     config = preset(name)
     assert config.method == "mmguard"
-    assert preset("fast").shared_steps < preset("balanced").shared_steps < preset("strong").shared_steps
+    assert preset("fast").sample_steps < preset("balanced").sample_steps < preset("strong").sample_steps
+    assert preset("fast").trigger_candidates < preset("balanced").trigger_candidates < preset("strong").trigger_candidates
+    # the two verified presets craft targeted noise with the whole budget; fast keeps the cheap pattern
+    assert preset("balanced").sample_objective == preset("strong").sample_objective == "targeted"
+    assert preset("balanced").shared_steps == preset("strong").shared_steps == 0 < preset("fast").shared_steps
     assert preset("strong").trigger_length > preset("balanced").trigger_length  # strong also plants more words
 
 

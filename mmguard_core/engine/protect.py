@@ -7,8 +7,12 @@ stopped early once the surrogates' loss on protected data falls below `stop_loss
 trigger per group on clean images. The result, `SharedState`, is small and saved with the job.
 
 Stage 2, `protect_shard` (per shard, any worker): apply each sample's group pattern and refine a
-per-sample part (a `sample_share` of epsilon) against the surrogates, insert the group trigger, and
-quantise to 8 bits with the L-inf bound enforced on the saved values.
+per-sample part (a `sample_share` of epsilon; all of it when the shared stage is off) against the
+surrogates, insert the group trigger, and quantise to 8 bits with the L-inf bound enforced on the
+saved values. The per-sample part is error-minimising (`sample_objective` "minimize") or, by default
+since the tenth session, targeted: crafted against copies of the surrogates fine-tuned on the
+shard's clean samples so that each image reads as the next group's answer (an adversarial poison):
+a victim then finds the true feature contradicted by the labels and the trigger the one reliable cue.
 
 Noise is optimised with the trigger absent and the trigger scored on clean images: each must be a
 working shortcut on its own (the probes saw joint optimisation let the trigger absorb the loss).
