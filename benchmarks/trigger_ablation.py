@@ -10,6 +10,10 @@ code-word colour task (benchmarks/common.py) is protected once per variant and p
 the protected split, and on the protected split after each --countermeasures entry, and scored on
 the clean test split (mmguard_core.evaluate). Prints one line per (variant, victim, condition) with
 the per-run protections and their mean; writes OUT (JSON).
+
+The presets changed in the tenth session (targeted per-sample noise, no group pattern). Rows of
+docs/method.md measured before then ran on the error-minimising pattern: reproduce them with
+--base '{"sample_objective": "minimize", "shared_steps": 60}' (--preset strong; 30 for balanced).
 """
 
 from __future__ import annotations
@@ -62,9 +66,9 @@ VARIANTS: dict[str, dict] = {
     # the rare words last on each side: right before the answer
     "code-first": {"trigger_order": "code_first"},
     # the binding losses (BPH + CRS), with the trigger present in the per-sample stage
-    "binding": {"bph_weight": 1.0, "crs_weight": 1.0},
+    "binding": {"bph_weight": 1.0, "crs_weight": 1.0, "sample_objective": "minimize"},
     # ... and a pass over the shared patterns with the trigger in place, against the simulated attackers
-    "binding-shared": {"bph_weight": 1.0, "crs_weight": 1.0, "binding_steps": 30},
+    "binding-shared": {"bph_weight": 1.0, "crs_weight": 1.0, "binding_steps": 30, "sample_objective": "minimize"},
     # no change: re-runs --preset itself, the control the variants above are compared with
     "strong-control": {},
     # the longest trigger the config allows (32 inserted words with twice + mixed): does the trigger's
@@ -72,7 +76,7 @@ VARIANTS: dict[str, dict] = {
     "trigger8": {"trigger_length": 8},
     # twice the image budget: what a more visible perturbation buys
     "eps16": {"epsilon": 16 / 255},
-    "binding-eps16": {"bph_weight": 1.0, "crs_weight": 1.0, "epsilon": 16 / 255},
+    "binding-eps16": {"bph_weight": 1.0, "crs_weight": 1.0, "epsilon": 16 / 255, "sample_objective": "minimize"},
     # the baselines through the same protocol: an unoptimised full-bound sign code per answer (no
     # trigger), and sample-wise error-minimising noise (no trigger, no shared pattern)
     "classwise": {"method": "classwise"},
@@ -107,6 +111,9 @@ def main() -> int:
     parser.add_argument("--zoo-size", default="small", help="zoo the surrogates and zoo victims come from")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
                         help="protection and victim fine-tuning")
+    parser.add_argument("--base", type=json.loads, default={},
+                        help="JSON config fields under every variant, e.g. the presets before the tenth session: "
+                             '\'{"sample_objective": "minimize", "shared_steps": 60}\' with --preset strong')
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/trigger_ablation.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -121,7 +128,7 @@ def main() -> int:
             for protect_seed in (int(s) for s in args.protect_seeds.split(",")):
                 config = preset(args.preset, surrogates=[f"zoo:{f}" for f in args.ensemble.split(",")],
                                 seed=protect_seed, verify=False, zoo_size=args.zoo_size, device=args.device,
-                                **VARIANTS[name])
+                                **(args.base | VARIANTS[name]))
                 out = scratch / f"{name}-{protect_seed}"
                 t0 = time.perf_counter()
                 report = run_protection(train_dir, out, config)

@@ -218,6 +218,11 @@ class ProtectionConfig:
         in_range("inner_lr", 0.0, 1.0)
         in_range("stop_loss", 0.0, 100.0)
         in_range("weight_noise", 0.0, 1.0)
+        if self.uses_binding and self.sample_objective == "targeted":
+            raise ConfigError(
+                "bph_weight / crs_weight: the binding losses shape error-minimising noise with the trigger in "
+                'place; add "sample_objective": "minimize" (and "shared_steps": 30 for the group pattern) to use them'
+            )
         in_range("batch_size", 1, 4096)
         in_range("seed", 0, 2**32 - 1)
         in_range("threads", 1, 256)

@@ -7,7 +7,7 @@ from mmguard_core.config import PRESETS, ConfigError, ProtectionConfig, parse_ep
 
 def test_round_trip_through_json_keeps_every_field():
     config = ProtectionConfig(epsilon="4/255", surrogates=["zoo:llava", "qwen2_vl:/models/q"], bph_weight=0.5,
-                              eot_transforms=["jpeg", "crop"], seed=7)
+                              sample_objective="minimize", eot_transforms=["jpeg", "crop"], seed=7)
     again = ProtectionConfig.from_json(config.to_json())
     assert again == config
     assert json.loads(config.to_json())["epsilon"] == pytest.approx(4 / 255)
@@ -72,3 +72,12 @@ def test_config_module_does_not_import_torch():
 
     code = "import sys, mmguard_core.config; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_binding_losses_ask_for_the_error_minimising_objective():
+    # they shape error-minimising noise with the trigger in place; on the default targeted noise they
+    # would do nothing, so the config says what to add instead of silently ignoring them
+    with pytest.raises(ConfigError, match='"sample_objective": "minimize"'):
+        preset("balanced", bph_weight=1.0)
+    config = preset("balanced", bph_weight=1.0, crs_weight=1.0, sample_objective="minimize", shared_steps=30)
+    assert config.uses_binding and config.sample_objective == "minimize"

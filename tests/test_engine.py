@@ -481,3 +481,14 @@ def test_targeted_sample_noise_reads_as_the_next_answer_and_leaves_the_surrogate
     assert target_loss(targeted.images) < target_loss(minimised.images)
     with pytest.raises(ConfigError, match="sample_objective"):
         config.updated(sample_objective="maximise")
+
+
+def test_the_clean_task_fine_tune_reports_progress_and_can_be_cancelled(surrogates):
+    data = make_data(6)
+    config = small_config(shared_steps=0, sample_steps=2, sample_objective="targeted", target_steps=5)
+    shared = learn_shared(data, surrogates, config)
+    seen = []
+    with pytest.raises(ProtectionCancelled):
+        protect_shard(data, shared, surrogates, config, progress=lambda d, t, s: seen.append((d, t, s)),
+                      should_stop=lambda: any(s == "clean-task surrogates" for _, _, s in seen))
+    assert seen == [(1, 10, "clean-task surrogates")]  # one step of the first copy, then the cancel

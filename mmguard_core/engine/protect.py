@@ -348,11 +348,10 @@ def protect_shard(
     models: Sequence[Surrogate] = surrogates
     if targeted:
         _check(should_stop)
-        if progress:
-            progress(0, n, "clean-task surrogates")
         t0 = time.perf_counter()
-        models = _clean_task_copies(surrogates, data, clean_prompts, config)
+        models = _clean_task_copies(surrogates, data, clean_prompts, config, progress, should_stop)
         clock.seconds += time.perf_counter() - t0
+        _check(should_stop)
         prompts = [base_prompt(q, t) for q, t in zip(data.questions, _target_answers(data.answers, groups),
                                                      strict=True)]
     for start in range(0, n, config.batch_size):
@@ -414,7 +413,8 @@ def _target_answers(answers: Sequence[str], groups: Sequence[int]) -> list[str]:
 
 
 def _clean_task_copies(surrogates: Sequence[Surrogate], data: ShardInput, clean_prompts,
-                       config: ProtectionConfig) -> list[Surrogate]:
+                       config: ProtectionConfig, progress: Progress | None = None,
+                       should_stop: StopCheck | None = None) -> list[Surrogate]:
     """Copies of the surrogates fine-tuned on this shard's clean samples for `target_steps`, so they
     read the task's true feature: the targeted objective needs a model that knows which answer an
     image shows (0 steps: the surrogates as loaded, for models that already know the task)."""
@@ -423,12 +423,19 @@ def _clean_task_copies(surrogates: Sequence[Surrogate], data: ShardInput, clean_
     if config.target_steps == 0:
         return list(surrogates)
     copies = [Surrogate(s.name, s.adapter.clone()) for s in surrogates]
+    total = config.target_steps * len(copies)
     for k, copy in enumerate(copies):
         for param in copy.adapter.model.parameters():
             param.requires_grad_(True)
+
+        def report(step: int, _steps: int, _loss: float, done: int = k * config.target_steps) -> None:
+            if progress:
+                progress(done + step, total, "clean-task surrogates")
+
         finetune(copy.adapter, list(data.images), clean_prompts,
                  steps=config.target_steps, lr=config.inner_lr,
-                 batch_size=config.batch_size, recipe=config.inner_recipe, seed=config.seed + 17 + k)
+                 batch_size=config.batch_size, recipe=config.inner_recipe, seed=config.seed + 17 + k,
+                 should_stop=should_stop, progress=report)
         copy.adapter.model.eval()
         for param in copy.adapter.model.parameters():
             param.requires_grad_(False)
