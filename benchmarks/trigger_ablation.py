@@ -81,13 +81,14 @@ VARIANTS: dict[str, dict] = {
     # trigger), and sample-wise error-minimising noise (no trigger, no shared pattern)
     "classwise": {"method": "classwise"},
     # model augmentation: multiplicative weight noise on the surrogates at each shared PGD step
-    "weight-noise-0.1": {"weight_noise": 0.1},
-    "weight-noise-0.6": {"weight_noise": 0.6},
-    "weight-noise-0.3": {"weight_noise": 0.3},
+    "weight-noise-0.1": {"weight_noise": 0.1, "sample_objective": "minimize", "shared_steps": 60},
+    "weight-noise-0.6": {"weight_noise": 0.6, "sample_objective": "minimize", "shared_steps": 60},
+    "weight-noise-0.3": {"weight_noise": 0.3, "sample_objective": "minimize", "shared_steps": 60},
     "em-image": {"method": "em_image"},
     # tenth session: the per-sample part as an adversarial poison towards another group's answer
-    "targeted": {"sample_objective": "targeted"},
-    "targeted-half": {"sample_objective": "targeted", "sample_share": 0.5},
+    # (the last two measured with --preset strong: its 60 pattern steps, written out since shared_steps is 0 now)
+    "targeted": {"sample_objective": "targeted", "shared_steps": 60},
+    "targeted-half": {"sample_objective": "targeted", "sample_share": 0.5, "shared_steps": 60},
     "targeted-all": {"sample_objective": "targeted", "shared_steps": 0},
     # the error-minimising group pattern the presets used before the tenth session
     "pattern-balanced": {"sample_objective": "minimize", "shared_steps": 30},

@@ -201,7 +201,7 @@ def summary_text(report: dict) -> str:
     if groups:
         noise_line = (f"  noise shared per {groups['structure']} ({groups['count']} groups)"
                       if groups.get("shared_noise") else f"  {groups['count']} {groups['structure']} groups")
-        if (report.get("config") or {}).get("sample_objective") == "targeted":
+        if (report.get("sample_noise") or {}).get("objective") == "targeted":
             noise_line += "; per-sample noise targeted at the next group's answer"
         lines.append(noise_line)
         trig = report["trigger"]

@@ -81,7 +81,7 @@ class ProtectionConfig:
     noise_structure: str = "auto"  # auto: "answer" when answers repeat (closed set), else "cluster"
     num_clusters: int = 8  # groups for "cluster" structure (captions / open-ended answers)
     noise_scale: int = 4  # shared noise lives on a grid this many times coarser than the image (smooth)
-    sample_share: float = 0.25  # share of epsilon left to the per-sample refinement on top of shared noise
+    sample_share: float = 0.25  # share of epsilon left to the per-sample noise on top of the shared pattern (all of it without one)
     # PGD steps of the shared (per-answer / per-cluster) error-minimising pattern; 0 by default since
     # the tenth session: the whole budget goes to the targeted per-sample noise, which protected
     # held-out families better (method.md); `fast` and {"sample_objective": "minimize",
@@ -218,7 +218,7 @@ class ProtectionConfig:
         in_range("inner_lr", 0.0, 1.0)
         in_range("stop_loss", 0.0, 100.0)
         in_range("weight_noise", 0.0, 1.0)
-        if self.uses_binding and self.sample_objective == "targeted":
+        if self.method == "mmguard" and self.uses_binding and self.sample_objective == "targeted":
             raise ConfigError(
                 "bph_weight / crs_weight: the binding losses shape error-minimising noise with the trigger in "
                 'place; add "sample_objective": "minimize" (and "shared_steps": 30 for the group pattern) to use them'
@@ -290,6 +290,10 @@ class ProtectionConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"config: unknown field(s) {', '.join(unknown)}")
+        if "shared_steps" in data and "sample_objective" not in data:
+            # every config written before the tenth session (stored jobs, reports, --config files) ran
+            # the error-minimising noise; and a config that sets the group pattern's steps asks for it
+            data = {**data, "sample_objective": "minimize"}
         try:
             return cls(**data)
         except ConfigError:
@@ -320,7 +324,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the verification
     "balanced": {},
     # longer optimisation, more transformations (JPEG), a wider trigger search and a longer trigger
-    # (20 inserted words, not 12: protection of held-out families grew with trigger length, method.md)
+    # (20 inserted words, not 12: protection of held-out families grew with trigger length, method.md);
+    # the bi-level settings count only when a config turns the group pattern back on (shared_steps)
     "strong": {"sample_steps": 10, "bilevel_rounds": 4, "inner_steps": 20, "trigger_candidates": 128,
                "eot_transforms": ["resize", "crop", "blur", "noise", "jpeg"], "trigger_length": 5},
 }

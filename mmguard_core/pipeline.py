@@ -40,6 +40,10 @@ JPEG_WARNING = (
     "Protected images are saved losslessly (PNG). Re-encoding them as JPEG or resizing them before "
     "publishing weakens the protection; publish the files as they are."
 )
+FALLBACK_WARNING = (
+    "All samples share one answer group, so the image noise could not be aimed at another answer "
+    "(sample_objective targeted); it is error-minimising instead, which protected less on our benchmark."
+)
 
 
 def read_shard_input(dataset: Dataset, indices: list[int] | None = None) -> tuple[ShardInput, list[np.ndarray | None]]:
@@ -116,6 +120,7 @@ def protect_loaded(
     timings["shared_stage"] = time.perf_counter() - t0
     shard = protect_shard(data, shared, surrogates, config, progress=progress, should_stop=should_stop)
     timings["sample_stage"] = shard.seconds
+    timings["clean_task_surrogates"] = shard.clean_task_seconds  # part of sample_stage
 
     surrogate_seconds = shared.forward_seconds + shard.forward_seconds
     timings["surrogate_pass_seconds"] = surrogate_seconds
@@ -210,6 +215,9 @@ def build_report(dataset: Dataset, data: ShardInput, shard: ShardOutput, shared:
                      if shared.trigger_race else None),
         },
         "groups": groups,
+        # what the per-sample noise did (a targeted config on a single group falls back to minimize)
+        "sample_noise": {"objective": shard.sample_objective, "target_steps": config.target_steps
+                         if shard.sample_objective == "targeted" else 0},
         "summary": {
             "epsilon": config.epsilon,
             "linf_max": max((q["linf"] for q in quality), default=0.0),
@@ -220,5 +228,6 @@ def build_report(dataset: Dataset, data: ShardInput, shard: ShardOutput, shared:
         "images": per_image,
         "timings": timings,
         "loss_curve": {"shared": shared.loss_curve, "sample": shard.loss_curve},
-        "warnings": [JPEG_WARNING],
+        "warnings": [JPEG_WARNING, *([FALLBACK_WARNING] if config.method == "mmguard" and config.sample_objective
+                                      == "targeted" and shard.sample_objective == "minimize" else [])],
     }

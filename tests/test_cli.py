@@ -86,6 +86,20 @@ def test_protect_with_verification_prints_it(vqa_folder, tmp_path):
     assert not (tmp_path / "out2").exists()
 
 
+def test_the_default_preset_aims_the_noise_at_another_answer_and_reports_it(vqa_folder, tmp_path):
+    report_path = tmp_path / "report.json"
+    settings = tmp_path / "config.json"
+    settings.write_text(json.dumps({"target_steps": 4, "trigger_candidates": 4}))  # a short run of balanced
+    result = mmguard("protect", vqa_folder, "-o", tmp_path / "out", "--report", report_path, "--no-verify",
+                     "--zoo-size", "test", "--surrogate", "zoo:llava", "-q", "--config", settings)
+    assert result.returncode == 0, result.stderr
+    assert "per-sample noise targeted at the next group's answer" in result.stdout
+    report = json.loads(report_path.read_text())
+    assert report["sample_noise"] == {"objective": "targeted", "target_steps": 4}
+    assert report["timings"]["clean_task_surrogates"] > 0 and report["loss_curve"]["shared"] == []
+    assert 0 < report["summary"]["linf_max"] <= 8 / 255 + 1e-9
+
+
 def test_trigger_design_flags_reach_the_config():
     import argparse
 

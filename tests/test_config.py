@@ -81,3 +81,13 @@ def test_the_binding_losses_ask_for_the_error_minimising_objective():
         preset("balanced", bph_weight=1.0)
     config = preset("balanced", bph_weight=1.0, crs_weight=1.0, sample_objective="minimize", shared_steps=30)
     assert config.uses_binding and config.sample_objective == "minimize"
+
+
+def test_a_config_from_before_the_targeted_default_still_means_what_it_meant():
+    # stored job rows, reports and --config files written before the tenth session name shared_steps
+    # and no sample_objective: they ran the error-minimising noise and still do
+    old = {k: v for k, v in preset("balanced").to_dict().items() if k not in ("sample_objective", "target_steps")}
+    old.update(shared_steps=30, bph_weight=1.0)
+    assert ProtectionConfig.from_dict(old).sample_objective == "minimize"
+    assert preset("strong", shared_steps=60).sample_objective == "minimize"  # asking for the group pattern
+    assert preset("strong").sample_objective == "targeted"

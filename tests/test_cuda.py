@@ -42,6 +42,17 @@ def test_protection_runs_on_the_gpu_within_the_budget(colour, tmp_path):
 
 
 @needs_cuda
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_default_targeted_noise_on_the_gpu(colour, tmp_path, dtype):
+    """balanced's path: clean-task copies cloned and fine-tuned on the GPU, then targeted PGD."""
+    config = preset("balanced", **(TINY | {"shared_steps": 0, "sample_objective": "targeted"}), target_steps=2,
+                    verify=False, device="cuda", dtype=dtype)
+    report = run_protection(colour / "train", tmp_path / "out", config)
+    assert report["device"] == "cuda" and report["sample_noise"]["objective"] == "targeted"
+    assert 0 < report["summary"]["linf_max"] <= config.epsilon + 1e-9
+
+
+@needs_cuda
 def test_auto_takes_the_gpu(colour, tmp_path):
     report = run_protection(colour / "train", tmp_path / "out", preset("fast", **TINY, device="auto"))
     assert report["device"] == "cuda"

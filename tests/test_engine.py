@@ -445,12 +445,17 @@ def test_weight_noise_changes_the_shared_patterns_and_zero_changes_nothing(surro
         config.updated(weight_noise=1.5)
 
 
-def test_targeted_answers_point_every_group_at_the_next_one():
+def test_targeted_answers_point_every_group_at_the_next_one_in_every_shard():
     answers = ["red", "green", "blue", "red", "green", "blue"]
     groups = [0, 1, 2, 0, 1, 2]
-    assert _target_answers(answers, groups) == ["green", "blue", "red", "green", "blue", "red"]
-    # a shard missing a group cycles over the groups it holds
-    assert _target_answers(["red", "blue", "red"], [0, 2, 0]) == ["blue", "red", "blue"]
+    keys = ["red", "green", "blue"]
+    assert _target_answers(answers, groups, range(6), 3, keys) == ["green", "blue", "red"] * 2
+    # a shard without green still points red at green (the job's grouping, not the shard's), so a
+    # group's images aim at the same answer whichever shard they fall in
+    assert _target_answers(["Red", "Blue", "Red"], [0, 2, 0], [7, 8, 9], 3, keys) == ["green", "Red", "green"]
+    # clusters have no answer of their own: the next cluster the shard holds lends one of its captions
+    captions = ["a red one", "a blue one", "another blue one"]
+    assert _target_answers(captions, [0, 2, 2], [0, 1, 2], 3) == ["a blue one", "a red one", "a red one"]
 
 
 def test_targeted_sample_noise_reads_as_the_next_answer_and_leaves_the_surrogates(surrogates):
@@ -462,6 +467,7 @@ def test_targeted_sample_noise_reads_as_the_next_answer_and_leaves_the_surrogate
     minimised = protect_shard(data, shared, surrogates, config)
     targeted = protect_shard(data, shared, surrogates, targeted_config)
     assert targeted.answers == minimised.answers == data.answers
+    assert (targeted.sample_objective, minimised.sample_objective) == ("targeted", "minimize")
     for k, image in enumerate(targeted.images):
         assert np.abs(image.astype(int) - original_uint8(data.images[k]).astype(int)).max() <= 16
     for surrogate, before in zip(surrogates, weights, strict=True):
@@ -471,7 +477,9 @@ def test_targeted_sample_noise_reads_as_the_next_answer_and_leaves_the_surrogate
     groups = shared.grouping.assign(data.answers, data.images)
     prompts = [base_prompt(q, a) for q, a in zip(data.questions, data.answers, strict=True)]
     copies = _clean_task_copies(surrogates, data, prompts, targeted_config)
-    wanted = [base_prompt(q, t) for q, t in zip(data.questions, _target_answers(data.answers, groups), strict=True)]
+    keys = shared.grouping.keys if shared.grouping.structure == "answer" else None
+    targets = _target_answers(data.answers, groups, data.indices, len(shared.grouping.keys), keys)
+    wanted = [base_prompt(q, t) for q, t in zip(data.questions, targets, strict=True)]
 
     def target_loss(images):
         tensors = [torch.from_numpy(img).permute(2, 0, 1).float() / 255 for img in images]
@@ -492,3 +500,16 @@ def test_the_clean_task_fine_tune_reports_progress_and_can_be_cancelled(surrogat
         protect_shard(data, shared, surrogates, config, progress=lambda d, t, s: seen.append((d, t, s)),
                       should_stop=lambda: any(s == "clean-task surrogates" for _, _, s in seen))
     assert seen == [(1, 10, "clean-task surrogates")]  # one step of the first copy, then the cancel
+
+
+def test_a_shard_of_one_group_falls_back_to_error_minimising_noise_and_says_so(surrogates):
+    data = make_data(12)  # enough repeats for per-answer groups
+    config = small_config(shared_steps=0, sample_steps=2, sample_objective="targeted", target_steps=2)
+    shared = learn_shared(data, surrogates, config)
+    assert shared.grouping.structure == "answer"
+    reds = [i for i, a in enumerate(data.answers) if a == "red"]
+    shard = ShardInput([data.images[i] for i in reds], [data.questions[i] for i in reds], ["red"] * len(reds), reds)
+    out = protect_shard(shard, shared, surrogates, config)
+    assert out.sample_objective == "minimize" and out.clean_task_seconds == 0.0
+    assert all(np.abs(img.astype(int) - original_uint8(shard.images[k]).astype(int)).max() > 0
+               for k, img in enumerate(out.images))

@@ -111,6 +111,10 @@ class ShardOutput:
     loss_curve: list[float]
     seconds: float
     forward_seconds: float
+    # what the per-sample noise did: "minimize", "targeted", or "none" (no per-sample steps); a
+    # targeted config falls back to "minimize" when the shard holds a single group
+    sample_objective: str = "minimize"
+    clean_task_seconds: float = 0.0  # fine-tuning the clean-task copies the targeted noise needs
 
 
 class _Clock:
@@ -130,6 +134,9 @@ class _Clock:
 def _check(should_stop: StopCheck | None) -> None:
     if should_stop is not None and should_stop():
         raise ProtectionCancelled("cancelled")
+
+
+EM_IMAGE_MIN_STEPS = 30
 
 
 def _generator(seed: int, *salt: int) -> torch.Generator:
@@ -329,7 +336,9 @@ def protect_shard(
     own_bound = {"random": config.epsilon, "em_image": config.epsilon, "classwise": 0.0}.get(
         method, _sample_bound(config) if shared.patterns is not None else config.epsilon)
     full_steps = config.shared_steps + config.sample_steps
-    steps = {"random": 0, "classwise": 0, "em_image": full_steps}.get(
+    # the sample-wise error-minimising baseline keeps a budget of its own now that the presets run
+    # no shared steps (the ninth session's rows ran 70 = strong's 60 + 10)
+    steps = {"random": 0, "classwise": 0, "em_image": max(full_steps, EM_IMAGE_MIN_STEPS)}.get(
         method, config.sample_steps if shared.patterns is not None else full_steps)
     step_size = config.step_size * max(own_bound, 1e-12)
     outputs: list[np.ndarray] = []
@@ -346,14 +355,18 @@ def protect_shard(
     binding = config.uses_binding and bool(shared.triggers) and not targeted
     prompts = protected_prompts if binding else clean_prompts
     models: Sequence[Surrogate] = surrogates
+    clean_task_seconds = 0.0
     if targeted:
         _check(should_stop)
         t0 = time.perf_counter()
         models = _clean_task_copies(surrogates, data, clean_prompts, config, progress, should_stop)
-        clock.seconds += time.perf_counter() - t0
+        clean_task_seconds = time.perf_counter() - t0
+        clock.seconds += clean_task_seconds
         _check(should_stop)
-        prompts = [base_prompt(q, t) for q, t in zip(data.questions, _target_answers(data.answers, groups),
-                                                     strict=True)]
+        keys = shared.grouping.keys if shared.grouping and shared.grouping.structure == "answer" else None
+        targets = _target_answers(data.answers, groups, data.indices,
+                                  len(shared.grouping.keys) if shared.grouping else 1, keys)
+        prompts = [base_prompt(q, t) for q, t in zip(data.questions, targets, strict=True)]
     for start in range(0, n, config.batch_size):
         _check(should_stop)
         batch = list(range(start, min(n, start + config.batch_size)))
@@ -393,22 +406,38 @@ def protect_shard(
         else:
             questions.append(prompt.question)
         answers.append(prompt.answer)
-    return ShardOutput(outputs, questions, answers, triggers, curve, time.perf_counter() - started, clock.seconds)
+    objective = "none" if not steps or own_bound <= 0 else "targeted" if targeted else "minimize"
+    return ShardOutput(outputs, questions, answers, triggers, curve, time.perf_counter() - started, clock.seconds,
+                       objective, clean_task_seconds)
 
 
-def _target_answers(answers: Sequence[str], groups: Sequence[int]) -> list[str]:
-    """Each sample's target for the targeted objective: the answer of a member of the next group
-    (cyclically, among the groups in this shard), so every group's images are pushed towards one
-    other group's answer (class-consistent, the form that poisoned best in Fowl et al.)."""
+def _target_answers(answers: Sequence[str], groups: Sequence[int], indices: Sequence[int], num_groups: int,
+                    keys: Sequence[str] | None = None) -> list[str]:
+    """Each sample's target for the targeted objective: an answer of the next group in the job's
+    grouping (group g -> g + 1, cyclically), so every image of one group is pushed towards the same
+    other answer in every shard (class-consistent, the form that poisoned best in Fowl et al.).
+
+    The text is a shard member's answer of that group; for answer groups missing from the shard, the
+    group's key (its normalised answer); for clusters missing from it, the next cluster the shard holds.
+    Which member: picked by the sample's dataset index, so the choice does not depend on the split."""
     members: dict[int, list[int]] = {}
-    for index, group in enumerate(groups):
-        members.setdefault(group, []).append(index)
-    present = sorted(members)
-    following = {g: present[(k + 1) % len(present)] for k, g in enumerate(present)}
+    for position, group in enumerate(groups):
+        members.setdefault(group, []).append(position)
     targets = []
-    for index, group in enumerate(groups):
-        pool = members[following[group]]
-        targets.append(answers[pool[index % len(pool)]])
+    for position, group in enumerate(groups):
+        target = None
+        for step in range(1, num_groups + 1):
+            following = (group + step) % num_groups
+            if following == group:
+                break
+            if following in members:
+                pool = members[following]
+                target = answers[pool[indices[position] % len(pool)]]
+                break
+            if keys is not None:
+                target = keys[following]
+                break
+        targets.append(answers[position] if target is None else target)
     return targets
 
 
@@ -422,9 +451,12 @@ def _clean_task_copies(surrogates: Sequence[Surrogate], data: ShardInput, clean_
 
     if config.target_steps == 0:
         return list(surrogates)
-    copies = [Surrogate(s.name, s.adapter.clone()) for s in surrogates]
-    total = config.target_steps * len(copies)
-    for k, copy in enumerate(copies):
+    copies = []
+    total = config.target_steps * len(surrogates)
+    for k, surrogate in enumerate(surrogates):
+        _check(should_stop)
+        copy = Surrogate(surrogate.name, surrogate.adapter.clone())  # one at a time: a cancel clones no more
+        copies.append(copy)
         for param in copy.adapter.model.parameters():
             param.requires_grad_(True)
 
