@@ -218,6 +218,11 @@ class ProtectionConfig:
         in_range("inner_lr", 0.0, 1.0)
         in_range("stop_loss", 0.0, 100.0)
         in_range("weight_noise", 0.0, 1.0)
+        if self.method == "mmguard" and self.weight_noise > 0 and self.shared_steps == 0:
+            raise ConfigError(
+                "weight_noise: it jitters the surrogates during the group pattern's steps, and shared_steps is 0; "
+                'add "shared_steps": 30 (the error-minimising group pattern) to use it'
+            )
         if self.method == "mmguard" and self.uses_binding and self.sample_objective == "targeted":
             raise ConfigError(
                 "bph_weight / crs_weight: the binding losses shape error-minimising noise with the trigger in "

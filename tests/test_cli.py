@@ -123,11 +123,11 @@ def test_a_config_file_goes_over_the_preset_and_flags_over_both(tmp_path):
     parser = argparse.ArgumentParser()
     add_config_arguments(parser)
     partial = tmp_path / "partial.json"
-    partial.write_text(json.dumps({"weight_noise": 0.3, "trigger_length": 4}))
+    partial.write_text(json.dumps({"target_steps": 40, "trigger_length": 4}))
     config = config_from_args(parser.parse_args(["--preset", "strong", "--config", str(partial), "--seed", "7"]))
     strong = preset("strong")
     assert (config.shared_steps, config.eot_transforms) == (strong.shared_steps, strong.eot_transforms)
-    assert (config.weight_noise, config.trigger_length, config.seed) == (0.3, 4, 7)
+    assert (config.target_steps, config.trigger_length, config.seed) == (40, 4, 7)
     flagged = config_from_args(parser.parse_args(["--config", str(partial), "--trigger-length", "2"]))
     assert (flagged.trigger_length, flagged.shared_steps) == (2, preset("balanced").shared_steps)
     full = tmp_path / "full.json"  # a whole config (e.g. copied from a report) keeps nothing of the preset

@@ -91,3 +91,6 @@ def test_a_config_from_before_the_targeted_default_still_means_what_it_meant():
     assert ProtectionConfig.from_dict(old).sample_objective == "minimize"
     assert preset("strong", shared_steps=60).sample_objective == "minimize"  # asking for the group pattern
     assert preset("strong").sample_objective == "targeted"
+    with pytest.raises(ConfigError, match='weight_noise.*"shared_steps": 30'):
+        preset("balanced", weight_noise=0.3)  # it would do nothing without the pattern's steps
+    assert preset("balanced", weight_noise=0.3, shared_steps=30).weight_noise == 0.3
