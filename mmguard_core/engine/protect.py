@@ -306,14 +306,10 @@ def _simulate_attacker(attackers, data: ShardInput, patterns, groups, prompts, c
 
     with torch.no_grad():
         protected = [noise.compose(img, patterns[g], None) for img, g in zip(data.images, groups, strict=True)]
+    # finetune makes the parameters trainable for its steps, then restores their flags and eval mode
     for k, attacker in enumerate(attackers):
-        for param in attacker.adapter.model.parameters():
-            param.requires_grad_(True)
         finetune(attacker.adapter, protected, prompts, steps=config.inner_steps, lr=config.inner_lr,
                  batch_size=config.batch_size, recipe=config.inner_recipe, seed=config.seed + 31 * round_index + k)
-        attacker.adapter.model.eval()
-        for param in attacker.adapter.model.parameters():
-            param.requires_grad_(False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,9 +359,7 @@ def protect_shard(
         clean_task_seconds = time.perf_counter() - t0
         clock.seconds += clean_task_seconds
         _check(should_stop)
-        keys = shared.grouping.keys if shared.grouping and shared.grouping.structure == "answer" else None
-        targets = _target_answers(data.answers, groups, data.indices,
-                                  len(shared.grouping.keys) if shared.grouping else 1, keys)
+        targets = _target_answers(data.answers, groups, data.indices, shared.grouping)
         prompts = [base_prompt(q, t) for q, t in zip(data.questions, targets, strict=True)]
     for start in range(0, n, config.batch_size):
         _check(should_stop)
@@ -411,8 +405,8 @@ def protect_shard(
                        objective, clean_task_seconds)
 
 
-def _target_answers(answers: Sequence[str], groups: Sequence[int], indices: Sequence[int], num_groups: int,
-                    keys: Sequence[str] | None = None) -> list[str]:
+def _target_answers(answers: Sequence[str], groups: Sequence[int], indices: Sequence[int],
+                    grouping: Grouping) -> list[str]:
     """Each sample's target for the targeted objective: an answer of the next group in the job's
     grouping (group g -> g + 1, cyclically), so every image of one group is pushed towards the same
     other answer in every shard (class-consistent, the form that poisoned best in Fowl et al.).
@@ -420,6 +414,8 @@ def _target_answers(answers: Sequence[str], groups: Sequence[int], indices: Sequ
     The text is a shard member's answer of that group; for answer groups missing from the shard, the
     group's key (its normalised answer); for clusters missing from it, the next cluster the shard holds.
     Which member: picked by the sample's dataset index, so the choice does not depend on the split."""
+    num_groups = len(grouping.keys)
+    keys = grouping.keys if grouping.structure == "answer" else None
     members: dict[int, list[int]] = {}
     for position, group in enumerate(groups):
         members.setdefault(group, []).append(position)
@@ -457,8 +453,6 @@ def _clean_task_copies(surrogates: Sequence[Surrogate], data: ShardInput, clean_
         _check(should_stop)
         copy = Surrogate(surrogate.name, surrogate.adapter.clone())  # one at a time: a cancel clones no more
         copies.append(copy)
-        for param in copy.adapter.model.parameters():
-            param.requires_grad_(True)
 
         def report(step: int, _steps: int, _loss: float, done: int = k * config.target_steps) -> None:
             if progress:
@@ -467,10 +461,7 @@ def _clean_task_copies(surrogates: Sequence[Surrogate], data: ShardInput, clean_
         finetune(copy.adapter, list(data.images), clean_prompts,
                  steps=config.target_steps, lr=config.inner_lr,
                  batch_size=config.batch_size, recipe=config.inner_recipe, seed=config.seed + 17 + k,
-                 should_stop=should_stop, progress=report)
-        copy.adapter.model.eval()
-        for param in copy.adapter.model.parameters():
-            param.requires_grad_(False)
+                 should_stop=should_stop, progress=report)  # leaves the copy frozen and in eval mode
     return copies
 
 
