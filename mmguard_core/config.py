@@ -233,7 +233,7 @@ class ProtectionConfig:
         in_range("threads", 1, 256)
         for name in ("shared_steps", "sample_steps", "bilevel_rounds", "inner_steps", "binding_steps", "target_steps",
                      "num_clusters", "noise_scale", "trigger_length", "trigger_candidates", "trigger_trials",
-                     "trigger_trial_steps", "batch_size", "seed", "threads"):
+                     "trigger_trial_steps", "batch_size", "seed", "threads", "verify_samples", "verify_seeds"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: {getattr(self, name)!r} must be a whole number")
         unknown = [t for t in self.eot_transforms if t not in TRANSFORMS]
@@ -255,9 +255,6 @@ class ProtectionConfig:
         in_range("verify_samples", 24, 100_000)
         in_range("verify_epochs", 0.1, 100.0)
         in_range("verify_seeds", 1, 10)
-        for name in ("verify_samples", "verify_seeds"):
-            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name}: {getattr(self, name)!r} must be a whole number")
         victim = self.verify_victim
         if not isinstance(victim, str) or not (
             victim in ("auto", "cnn") or (":" in victim and victim.split(":", 1)[1])
