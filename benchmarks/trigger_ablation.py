@@ -94,6 +94,16 @@ VARIANTS: dict[str, dict] = {
     "pattern-balanced": {"sample_objective": "minimize", "shared_steps": 30},
     "pattern-strong": {"sample_objective": "minimize", "shared_steps": 60},
     "targeted-noise-only": {"sample_objective": "targeted", "shared_steps": 0, "trigger_length": 0},
+    # eleventh session: a longer, finer targeted PGD (40 steps of 0.1 epsilon instead of strong's 10 of
+    # 0.25; Fowl et al. ran 240), with and without the trigger, and better-trained clean-task copies
+    "targeted-s40": {"sample_objective": "targeted", "shared_steps": 0, "sample_steps": 40, "step_size": 0.1},
+    "targeted-noise-only-s40": {"sample_objective": "targeted", "shared_steps": 0, "sample_steps": 40,
+                                "step_size": 0.1, "trigger_length": 0},
+    "targeted-t160": {"sample_objective": "targeted", "shared_steps": 0, "target_steps": 160},
+    # momentum on the targeted PGD (MI-FGSM, decay 1), the transfer lever of the adversarial-example literature
+    "targeted-momentum": {"sample_objective": "targeted", "shared_steps": 0, "momentum": 1.0},
+    "targeted-noise-only-momentum": {"sample_objective": "targeted", "shared_steps": 0, "momentum": 1.0,
+                                     "trigger_length": 0},
 }
 
 

@@ -142,6 +142,9 @@ class ProtectionConfig:
     # Fowl et al. 2021), so a victim learns a true feature the labels contradict (method.md, tenth session)
     sample_objective: str = "targeted"
     target_steps: int = 80  # fine-tuning steps of those clean-task surrogate copies ("targeted" only)
+    # momentum of the per-sample PGD (MI-FGSM decay; 0 = plain signed steps): steps follow the running,
+    # normalised gradient over the EOT draws, which made adversarial examples transfer across models
+    momentum: float = 0.0
     # surrogates and execution
     # "family:/path" or "zoo:family[@seed]" (zoo:llava@2: the llava zoo model pretrained with seed 2, a
     # second checkpoint of the family); empty = the default zoo ensemble
@@ -218,6 +221,7 @@ class ProtectionConfig:
         in_range("inner_lr", 0.0, 1.0)
         in_range("stop_loss", 0.0, 100.0)
         in_range("weight_noise", 0.0, 1.0)
+        in_range("momentum", 0.0, 1.0)
         if self.method == "mmguard" and self.weight_noise > 0 and self.shared_steps == 0:
             raise ConfigError(
                 "weight_noise: it jitters the surrogates during the group pattern's steps, and shared_steps is 0; "

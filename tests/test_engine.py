@@ -491,6 +491,21 @@ def test_targeted_sample_noise_reads_as_the_next_answer_and_leaves_the_surrogate
         config.updated(sample_objective="maximise")
 
 
+def test_momentum_changes_the_per_sample_steps_and_keeps_the_bound(surrogates):
+    data = make_data(6)
+    config = small_config(shared_steps=0, sample_steps=4, sample_objective="targeted", target_steps=4)
+    shared = learn_shared(data, surrogates, config)
+    plain = protect_shard(data, shared, surrogates, config)
+    again = protect_shard(data, shared, surrogates, config.updated(momentum=0.0))
+    with_momentum = protect_shard(data, shared, surrogates, config.updated(momentum=1.0))
+    assert all(np.array_equal(a, b) for a, b in zip(plain.images, again.images, strict=True))
+    assert any(not np.array_equal(a, b) for a, b in zip(plain.images, with_momentum.images, strict=True))
+    for k, image in enumerate(with_momentum.images):
+        assert np.abs(image.astype(int) - original_uint8(data.images[k]).astype(int)).max() <= 8
+    with pytest.raises(ConfigError, match="momentum"):
+        config.updated(momentum=1.5)
+
+
 def test_the_clean_task_fine_tune_reports_progress_and_can_be_cancelled(surrogates):
     data = make_data(6)
     config = small_config(shared_steps=0, sample_steps=2, sample_objective="targeted", target_steps=5)

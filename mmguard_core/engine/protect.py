@@ -371,6 +371,7 @@ def protect_shard(
                    for i in batch]
         else:
             own = [torch.zeros_like(data.images[i]) for i in batch]
+        velocity = [torch.zeros_like(d) for d in own]
         for _ in range(steps if own_bound > 0 else 0):
             for delta in own:
                 delta.requires_grad_(True)
@@ -378,8 +379,14 @@ def protect_shard(
             clean = ({"clean_images": [data.images[i] for i in batch],
                       "clean_prompts": [clean_prompts[i] for i in batch]} if binding else {})
             loss = clock.loss(models, _eot(perturbed, config, gen), [prompts[i] for i in batch], config, **clean)
-            for delta in own:
-                noise.pgd_step(delta, delta.grad, step_size, own_bound)
+            for j, delta in enumerate(own):
+                direction = delta.grad
+                if config.momentum > 0:
+                    # MI-FGSM (Dong et al. 2018): the sign of an accumulated, L1-normalised gradient, so
+                    # one EOT draw's gradient does not decide the step on its own
+                    velocity[j] = config.momentum * velocity[j] + direction / direction.abs().mean().clamp_min(1e-12)
+                    direction = velocity[j]
+                noise.pgd_step(delta, direction, step_size, own_bound)
             own = [d.detach() for d in own]
             curve.append(float(loss))
         with torch.no_grad():
