@@ -35,6 +35,10 @@ from mmguard_core.data import load_dataset  # noqa: E402
 from mmguard_core.evaluate import VictimRecipe, evaluate_protection  # noqa: E402
 from mmguard_core.pipeline import run_protection  # noqa: E402
 
+# the presets' image noise since the tenth session, written out so the variants below keep their
+# meaning whatever --preset or --base says
+TARGETED = {"sample_objective": "targeted", "shared_steps": 0}
+
 VARIANTS: dict[str, dict] = {
     "prefix-distinct": {"trigger_position": "prefix", "trigger_vocabulary": "distinct"},
     "suffix-distinct": {"trigger_position": "suffix", "trigger_vocabulary": "distinct"},
@@ -89,21 +93,19 @@ VARIANTS: dict[str, dict] = {
     # (the last two measured with --preset strong: its 60 pattern steps, written out since shared_steps is 0 now)
     "targeted": {"sample_objective": "targeted", "shared_steps": 60},
     "targeted-half": {"sample_objective": "targeted", "sample_share": 0.5, "shared_steps": 60},
-    "targeted-all": {"sample_objective": "targeted", "shared_steps": 0},
+    "targeted-all": TARGETED,
     # the error-minimising group pattern the presets used before the tenth session
     "pattern-balanced": {"sample_objective": "minimize", "shared_steps": 30},
     "pattern-strong": {"sample_objective": "minimize", "shared_steps": 60},
-    "targeted-noise-only": {"sample_objective": "targeted", "shared_steps": 0, "trigger_length": 0},
+    "targeted-noise-only": {**TARGETED, "trigger_length": 0},
     # eleventh session: a longer, finer targeted PGD (40 steps of 0.1 epsilon instead of strong's 10 of
     # 0.25; Fowl et al. ran 240), with and without the trigger, and better-trained clean-task copies
-    "targeted-s40": {"sample_objective": "targeted", "shared_steps": 0, "sample_steps": 40, "step_size": 0.1},
-    "targeted-noise-only-s40": {"sample_objective": "targeted", "shared_steps": 0, "sample_steps": 40,
-                                "step_size": 0.1, "trigger_length": 0},
-    "targeted-t160": {"sample_objective": "targeted", "shared_steps": 0, "target_steps": 160},
+    "targeted-s40": {**TARGETED, "sample_steps": 40, "step_size": 0.1},
+    "targeted-noise-only-s40": {**TARGETED, "sample_steps": 40, "step_size": 0.1, "trigger_length": 0},
+    "targeted-t160": {**TARGETED, "target_steps": 160},
     # momentum on the targeted PGD (MI-FGSM, decay 1), the transfer lever of the adversarial-example literature
-    "targeted-momentum": {"sample_objective": "targeted", "shared_steps": 0, "momentum": 1.0},
-    "targeted-noise-only-momentum": {"sample_objective": "targeted", "shared_steps": 0, "momentum": 1.0,
-                                     "trigger_length": 0},
+    "targeted-momentum": {**TARGETED, "momentum": 1.0},
+    "targeted-noise-only-momentum": {**TARGETED, "momentum": 1.0, "trigger_length": 0},
 }
 
 
