@@ -106,6 +106,11 @@ VARIANTS: dict[str, dict] = {
     # momentum on the targeted PGD (MI-FGSM, decay 1), the transfer lever of the adversarial-example literature
     "targeted-momentum": {**TARGETED, "momentum": 1.0},
     "targeted-noise-only-momentum": {**TARGETED, "momentum": 1.0, "trigger_length": 0},
+    # twelfth session: slightly robust clean-task copies (adversarial training at 2/255 or 4/255)
+    "targeted-robust2": {**TARGETED, "robust_epsilon": 2 / 255},
+    "targeted-robust4": {**TARGETED, "robust_epsilon": 4 / 255},
+    "targeted-noise-only-robust2": {**TARGETED, "robust_epsilon": 2 / 255, "trigger_length": 0},
+    "targeted-noise-only-robust4": {**TARGETED, "robust_epsilon": 4 / 255, "trigger_length": 0},
 }
 
 

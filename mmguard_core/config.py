@@ -145,6 +145,10 @@ class ProtectionConfig:
     # momentum of the per-sample PGD (MI-FGSM decay; 0 = plain signed steps): steps follow the running,
     # normalised gradient over the EOT draws, which made adversarial examples transfer across models
     momentum: float = 0.0
+    # L-inf radius of adversarial training for the clean-task copies (0 = plain fine-tuning): a slightly
+    # robust surrogate reads the image by features other models share, and adversarial examples made
+    # on such models transfer further (Springer et al. 2021, "a little robustness goes a long way")
+    robust_epsilon: float = 0.0
     # surrogates and execution
     # "family:/path" or "zoo:family[@seed]" (zoo:llava@2: the llava zoo model pretrained with seed 2, a
     # second checkpoint of the family); empty = the default zoo ensemble
@@ -222,6 +226,7 @@ class ProtectionConfig:
         in_range("stop_loss", 0.0, 100.0)
         in_range("weight_noise", 0.0, 1.0)
         in_range("momentum", 0.0, 1.0)
+        in_range("robust_epsilon", 0.0, 32 / 255)
         if self.method == "mmguard" and self.weight_noise > 0 and self.shared_steps == 0:
             raise ConfigError(
                 "weight_noise: it jitters the surrogates during the group pattern's steps, and shared_steps is 0; "

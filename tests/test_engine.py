@@ -506,6 +506,19 @@ def test_momentum_changes_the_per_sample_steps_and_keeps_the_bound(surrogates):
         config.updated(momentum=1.5)
 
 
+def test_robust_clean_task_copies_change_the_targeted_noise_and_keep_the_bound(surrogates):
+    data = make_data(6)
+    config = small_config(shared_steps=0, sample_steps=4, sample_objective="targeted", target_steps=4)
+    shared = learn_shared(data, surrogates, config)
+    plain = protect_shard(data, shared, surrogates, config)
+    robust = protect_shard(data, shared, surrogates, config.updated(robust_epsilon=2 / 255))
+    assert any(not np.array_equal(a, b) for a, b in zip(plain.images, robust.images, strict=True))
+    for k, image in enumerate(robust.images):
+        assert np.abs(image.astype(int) - original_uint8(data.images[k]).astype(int)).max() <= 8
+    with pytest.raises(ConfigError, match="robust_epsilon"):
+        config.updated(robust_epsilon=0.5)
+
+
 def test_the_clean_task_fine_tune_reports_progress_and_can_be_cancelled(surrogates):
     data = make_data(6)
     config = small_config(shared_steps=0, sample_steps=2, sample_objective="targeted", target_steps=5)

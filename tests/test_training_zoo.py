@@ -106,6 +106,25 @@ def test_finetune_step_count_stop_and_augment(tokenizer, texture_data):
         finetune(adapter, images, prompts, steps=1, lr=1e-3, batch_size=16, recipe="qlora")
 
 
+def test_adversarial_finetune_makes_the_model_harder_to_attack(tokenizer, texture_data):
+    images, prompts = texture_data
+    kept = [x.clone() for x in images]
+    gaps = {}
+    for epsilon in (0.0, 8 / 255):
+        adapter = build_tiny("llava", tokenizer, size="test", seed=0)
+        finetune(adapter, images, prompts, steps=40, lr=3e-3, batch_size=16, seed=0, adversarial_epsilon=epsilon)
+        with torch.no_grad():
+            clean = adapter.forward(images, prompts).loss.float().mean().item()
+        attacked_images = training._adversarial_images(adapter, list(images), list(prompts), 8 / 255,
+                                                       torch.Generator().manual_seed(1))
+        assert all((a - x).abs().max() <= 8 / 255 + 1e-6 for a, x in zip(attacked_images, images, strict=True))
+        with torch.no_grad():
+            gaps[epsilon] = adapter.forward(attacked_images, prompts).loss.float().mean().item() - clean
+    # the same attack raises the plainly trained model's loss several times more
+    assert gaps[8 / 255] < 0.5 * gaps[0.0], gaps
+    assert all(torch.equal(a, b) for a, b in zip(images, kept, strict=True))  # the caller's images untouched
+
+
 def test_lora_recipe_trains_lm_projections_and_merges(tokenizer, texture_data):
     images, prompts = texture_data
     adapter = build_tiny("llava", tokenizer, size="test", seed=0)

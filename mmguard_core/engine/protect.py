@@ -468,7 +468,7 @@ def _clean_task_copies(surrogates: Sequence[Surrogate], data: ShardInput, clean_
         finetune(copy.adapter, list(data.images), clean_prompts,
                  steps=config.target_steps, lr=config.inner_lr,
                  batch_size=config.batch_size, recipe=config.inner_recipe, seed=config.seed + 17 + k,
-                 should_stop=should_stop, progress=report)  # leaves the copy frozen and in eval mode
+                 adversarial_epsilon=config.robust_epsilon, should_stop=should_stop, progress=report)  # leaves the copy frozen and in eval mode
     return copies
 
 

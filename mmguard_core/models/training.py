@@ -152,6 +152,7 @@ def finetune(
     warmup_steps: int = 0,
     lora_rank: int = 8,
     lora_alpha: float = 16.0,
+    adversarial_epsilon: float = 0.0,
 ) -> list[float]:
     """Fine-tune `adapter.model` in place on (image, prompt) pairs; return the loss of every step.
 
@@ -163,6 +164,9 @@ def finetune(
     - `augment(images, generator)` (or `augment(images)`) maps the batch's image list to an
       augmented one before the forward; `generator` is a seeded torch.Generator on CPU.
     - `should_stop()` is polled before every step (cancellation); `progress(step, total, loss)` after.
+    - `adversarial_epsilon` > 0: adversarial training (Wong et al. 2020, FGSM from a random start
+      in the L-inf ball of that radius): each batch's images are first moved to raise the loss, and
+      the step is taken on them, so the model learns features a small perturbation cannot flip.
     - AdamW (`weight_decay`), gradient clipping at `max_grad_norm` (None: off), learning-rate
       `schedule` "constant" | "cosine" | "linear" after `warmup_steps` linear warm-up.
 
@@ -214,6 +218,9 @@ def finetune(
                 if augment is not None:
                     batch_images = _call_augment(augment, batch_images, aug_gen)
                 batch_prompts = [prompts[i] for i in batch]
+                if adversarial_epsilon > 0:
+                    batch_images = _adversarial_images(adapter, batch_images, batch_prompts, adversarial_epsilon,
+                                                       aug_gen)
                 out = adapter.forward(batch_images, batch_prompts)
                 loss = out.loss.float().mean()
                 optimizer.zero_grad(set_to_none=True)
@@ -234,6 +241,19 @@ def finetune(
             model.zero_grad(set_to_none=True)
             model.eval()
     return history
+
+
+def _adversarial_images(adapter: LVLMAdapter, images: list[torch.Tensor], prompts: list[Prompt], epsilon: float,
+                        generator: torch.Generator) -> list[torch.Tensor]:
+    """One FGSM step of 1.25 epsilon from a uniform random start, projected back to the epsilon
+    ball and [0, 1] (the "fast" adversarial training recipe: one extra forward and backward)."""
+    starts = [(torch.rand(img.shape, generator=generator) * 2 - 1).to(img.device) * epsilon for img in images]
+    deltas = [d.requires_grad_(True) for d in starts]
+    loss = adapter.forward([(img + d).clamp(0, 1) for img, d in zip(images, deltas, strict=True)], prompts).loss
+    grads = torch.autograd.grad(loss.float().mean(), deltas)  # input gradients only: no parameter .grad
+    with torch.no_grad():
+        return [(img + (d + 1.25 * epsilon * g.sign()).clamp(-epsilon, epsilon)).clamp(0, 1)
+                for img, d, g in zip(images, deltas, grads, strict=True)]
 
 
 def _attach_lora(model: torch.nn.Module, rank: int, alpha: float):
