@@ -111,6 +111,9 @@ VARIANTS: dict[str, dict] = {
     "targeted-robust4": {**TARGETED, "robust_epsilon": 4 / 255},
     "targeted-noise-only-robust2": {**TARGETED, "robust_epsilon": 2 / 255, "trigger_length": 0},
     "targeted-noise-only-robust4": {**TARGETED, "robust_epsilon": 4 / 255, "trigger_length": 0},
+    "targeted-robust2-momentum": {**TARGETED, "robust_epsilon": 2 / 255, "momentum": 1.0},
+    "targeted-noise-only-robust2-momentum": {**TARGETED, "robust_epsilon": 2 / 255, "momentum": 1.0,
+                                             "trigger_length": 0},
 }
 
 
@@ -152,8 +155,10 @@ def main() -> int:
                 report = run_protection(train_dir, out, config)
                 protected = load_dataset(out, work_dir=scratch)
                 triggers = (report["groups"] or {}).get("triggers")
+                quality = {k: report["summary"][k] for k in ("psnr_mean", "ssim_mean")}
                 print(f"{name} (protection seed {protect_seed}): protected in {time.perf_counter() - t0:.0f} s, "
-                      f"triggers {triggers}", flush=True)
+                      f"PSNR {quality['psnr_mean']:.1f} dB, SSIM {quality['ssim_mean']:.3f}, triggers {triggers}",
+                      flush=True)
                 for victim in args.victims.split(","):
                     result = evaluate_protection(clean, protected, test, victim, VictimRecipe(), seeds,
                                                  zoo_size=args.zoo_size, countermeasures=conditions,
@@ -166,7 +171,7 @@ def main() -> int:
                               f"{'n/a' if mean is None else f'{mean:.3f}'}", flush=True)
                         results["rows"].append({"variant": name, "protect_seed": protect_seed, "victim": victim,
                                                 "condition": key, "runs": entry["runs"], "mean": mean,
-                                                "triggers": triggers})
+                                                "triggers": triggers, **quality})
     results["summary"] = summarise(results["rows"])
     for row in results["summary"]:
         print(f"{row['variant']:14s} {row['victim']:15s} {row['condition']:13s} mean {row['mean']:.3f} over "
