@@ -94,3 +94,16 @@ def test_a_config_from_before_the_targeted_default_still_means_what_it_meant():
     with pytest.raises(ConfigError, match='weight_noise.*"shared_steps": 30'):
         preset("balanced", weight_noise=0.3)  # it would do nothing without the pattern's steps
     assert preset("balanced", weight_noise=0.3, shared_steps=30).weight_noise == 0.3
+
+
+def test_a_stored_config_from_before_the_robust_copies_keeps_its_plain_copies():
+    # a complete config written by the tenth or eleventh session (a job row, a report) has no
+    # robust_epsilon: it fine-tuned the clean-task copies plainly, and a resumed job must not change that
+    stored = {k: v for k, v in preset("strong").to_dict().items() if k not in ("robust_epsilon", "momentum")}
+    assert ProtectionConfig.from_dict(stored).robust_epsilon == 0.0
+    assert ProtectionConfig.from_dict({**stored, "momentum": 0.0}).robust_epsilon == 0.0
+    # a partial config (a user's --config file or job request) gets the current default
+    assert ProtectionConfig.from_dict({"target_steps": 40}).robust_epsilon == 2 / 255
+    assert preset("strong").robust_epsilon == preset("balanced").robust_epsilon == 2 / 255
+    round_trip = preset("strong", robust_epsilon=4 / 255)
+    assert ProtectionConfig.from_dict(round_trip.to_dict()) == round_trip
