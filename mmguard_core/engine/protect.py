@@ -449,7 +449,9 @@ def _clean_task_copies(surrogates: Sequence[Surrogate], data: ShardInput, clean_
                        should_stop: StopCheck | None = None) -> list[Surrogate]:
     """Copies of the surrogates fine-tuned on this shard's clean samples for `target_steps`, so they
     read the task's true feature: the targeted objective needs a model that knows which answer an
-    image shows (0 steps: the surrogates as loaded, for models that already know the task)."""
+    image shows (0 steps: the surrogates as loaded, for models that already know the task). With
+    `robust_epsilon` > 0 the fine-tune is adversarial, so the copies read features a small
+    perturbation cannot flip and the noise made on them transfers further (method.md)."""
     from mmguard_core.models.training import finetune
 
     if config.target_steps == 0:
@@ -465,10 +467,11 @@ def _clean_task_copies(surrogates: Sequence[Surrogate], data: ShardInput, clean_
             if progress:
                 progress(done + step, total, "clean-task surrogates")
 
+        # leaves the copy frozen and in eval mode
         finetune(copy.adapter, list(data.images), clean_prompts,
                  steps=config.target_steps, lr=config.inner_lr,
                  batch_size=config.batch_size, recipe=config.inner_recipe, seed=config.seed + 17 + k,
-                 adversarial_epsilon=config.robust_epsilon, should_stop=should_stop, progress=report)  # leaves the copy frozen and in eval mode
+                 adversarial_epsilon=config.robust_epsilon, should_stop=should_stop, progress=report)
     return copies
 
 
