@@ -510,8 +510,9 @@ def test_robust_clean_task_copies_change_the_targeted_noise_and_keep_the_bound(s
     data = make_data(6)
     config = small_config(shared_steps=0, sample_steps=4, sample_objective="targeted", target_steps=4)
     shared = learn_shared(data, surrogates, config)
-    plain = protect_shard(data, shared, surrogates, config)
-    robust = protect_shard(data, shared, surrogates, config.updated(robust_epsilon=2 / 255))
+    assert config.robust_epsilon == 2 / 255  # the default
+    plain = protect_shard(data, shared, surrogates, config.updated(robust_epsilon=0.0))
+    robust = protect_shard(data, shared, surrogates, config)
     assert any(not np.array_equal(a, b) for a, b in zip(plain.images, robust.images, strict=True))
     for k, image in enumerate(robust.images):
         assert np.abs(image.astype(int) - original_uint8(data.images[k]).astype(int)).max() <= 8
