@@ -14,6 +14,9 @@ the per-run protections and their mean; writes OUT (JSON).
 The presets changed in the tenth session (targeted per-sample noise, no group pattern). Rows of
 docs/method.md measured before then ran on the error-minimising pattern: reproduce them with
 --base '{"sample_objective": "minimize", "shared_steps": 60}' (--preset strong; 30 for balanced).
+Since the twelfth session the presets fine-tune the clean-task copies adversarially
+(`robust_epsilon` 2/255); variants not built on TARGETED measured before then need
+--base '{"robust_epsilon": 0}' to be reproduced.
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ from mmguard_core.data import load_dataset  # noqa: E402
 from mmguard_core.evaluate import VictimRecipe, evaluate_protection  # noqa: E402
 from mmguard_core.pipeline import run_protection  # noqa: E402
 
-# the presets' image noise since the tenth session, written out so the variants below keep their
-# meaning whatever --preset or --base says
-TARGETED = {"sample_objective": "targeted", "shared_steps": 0}
+# the presets' image noise of the tenth and eleventh sessions (targeted, plain clean-task copies),
+# written out so the variants below keep their meaning whatever --preset or --base says; the
+# "-robust" variants put the twelfth session's adversarially fine-tuned copies on top
+TARGETED = {"sample_objective": "targeted", "shared_steps": 0, "robust_epsilon": 0.0}
 
 VARIANTS: dict[str, dict] = {
     "prefix-distinct": {"trigger_position": "prefix", "trigger_vocabulary": "distinct"},
@@ -111,6 +115,8 @@ VARIANTS: dict[str, dict] = {
     "targeted-robust4": {**TARGETED, "robust_epsilon": 4 / 255},
     "targeted-noise-only-robust2": {**TARGETED, "robust_epsilon": 2 / 255, "trigger_length": 0},
     "targeted-noise-only-robust4": {**TARGETED, "robust_epsilon": 4 / 255, "trigger_length": 0},
+    "targeted-noise-only-robust1": {**TARGETED, "robust_epsilon": 1 / 255, "trigger_length": 0},
+    "targeted-noise-only-robust3": {**TARGETED, "robust_epsilon": 3 / 255, "trigger_length": 0},
     "targeted-robust2-momentum": {**TARGETED, "robust_epsilon": 2 / 255, "momentum": 1.0},
     "targeted-noise-only-robust2-momentum": {**TARGETED, "robust_epsilon": 2 / 255, "momentum": 1.0,
                                              "trigger_length": 0},
