@@ -113,6 +113,7 @@ VARIANTS: dict[str, dict] = {
     # twelfth session: slightly robust clean-task copies (adversarial training at 2/255 or 4/255)
     "targeted-robust2": {**TARGETED, "robust_epsilon": 2 / 255},
     "targeted-robust4": {**TARGETED, "robust_epsilon": 4 / 255},
+    "targeted-robust1": {**TARGETED, "robust_epsilon": 1 / 255},
     "targeted-noise-only-robust2": {**TARGETED, "robust_epsilon": 2 / 255, "trigger_length": 0},
     "targeted-noise-only-robust4": {**TARGETED, "robust_epsilon": 4 / 255, "trigger_length": 0},
     "targeted-noise-only-robust1": {**TARGETED, "robust_epsilon": 1 / 255, "trigger_length": 0},
