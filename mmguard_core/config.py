@@ -29,14 +29,14 @@ class ConfigError(ValueError):
     """A configuration value is out of range or unknown; the message names the field."""
 
 
-def parse_epsilon(value: str | float | int) -> float:
-    """Accept 0.0314, "0.0314", "8/255" or 8 (read as 8/255 when > 1)."""
+def parse_epsilon(value: str | float | int, name: str = "epsilon") -> float:
+    """Accept 0.0314, "0.0314", "8/255" or 8 (read as 8/255 when > 1); `name` is the field an error names."""
     if isinstance(value, str):
         text = value.strip()
         try:
             number = float(Fraction(text)) if "/" in text else float(text)
         except (ValueError, ZeroDivisionError) as exc:
-            raise ConfigError(f"epsilon: cannot read {value!r}; use e.g. 8/255 or 0.031") from exc
+            raise ConfigError(f"{name}: cannot read {value!r}; use e.g. 8/255 or 0.031") from exc
     else:
         number = float(value)
     if number > 1:
@@ -172,6 +172,8 @@ class ProtectionConfig:
 
     def __post_init__(self) -> None:
         self.epsilon = parse_epsilon(self.epsilon)
+        if not isinstance(self.robust_epsilon, bool):  # a bool is refused by validate()
+            self.robust_epsilon = parse_epsilon(self.robust_epsilon, "robust_epsilon")
         self.eot_transforms = list(self.eot_transforms)
         self.surrogates = list(self.surrogates)
         self.bph_betas = _three_weights(self.bph_betas)  # type: ignore[assignment]
@@ -227,7 +229,10 @@ class ProtectionConfig:
         in_range("stop_loss", 0.0, 100.0)
         in_range("weight_noise", 0.0, 1.0)
         in_range("momentum", 0.0, 1.0)
-        in_range("robust_epsilon", 0.0, 32 / 255)
+        if not isinstance(self.robust_epsilon, int | float) or isinstance(self.robust_epsilon, bool) \
+                or not 0 <= self.robust_epsilon <= 32 / 255:
+            raise ConfigError(f"robust_epsilon: {self.robust_epsilon!r} is out of range [0, 32/255]; "
+                              "2/255 (the default) is what transferred best, 0 turns it off")
         if self.method == "mmguard" and self.weight_noise > 0 and self.shared_steps == 0:
             raise ConfigError(
                 "weight_noise: it jitters the surrogates during the group pattern's steps, and shared_steps is 0; "

@@ -516,8 +516,11 @@ def test_robust_clean_task_copies_change_the_targeted_noise_and_keep_the_bound(s
     assert any(not np.array_equal(a, b) for a, b in zip(plain.images, robust.images, strict=True))
     for k, image in enumerate(robust.images):
         assert np.abs(image.astype(int) - original_uint8(data.images[k]).astype(int)).max() <= 8
-    with pytest.raises(ConfigError, match="robust_epsilon"):
+    with pytest.raises(ConfigError, match=r"robust_epsilon: 0.5 is out of range \[0, 32/255\]"):
         config.updated(robust_epsilon=0.5)
+    assert config.updated(robust_epsilon="2/255").robust_epsilon == 2 / 255  # written like epsilon
+    with pytest.raises(ConfigError, match="robust_epsilon: cannot read"):
+        config.updated(robust_epsilon="two")
 
 
 def test_the_clean_task_fine_tune_reports_progress_and_can_be_cancelled(surrogates):
