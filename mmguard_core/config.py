@@ -229,8 +229,8 @@ class ProtectionConfig:
         in_range("stop_loss", 0.0, 100.0)
         in_range("weight_noise", 0.0, 1.0)
         in_range("momentum", 0.0, 1.0)
-        if not isinstance(self.robust_epsilon, int | float) or isinstance(self.robust_epsilon, bool) \
-                or not 0 <= self.robust_epsilon <= 32 / 255:
+        # __post_init__ made it a float (parse_epsilon), all but a bool, which it left for this refusal
+        if isinstance(self.robust_epsilon, bool) or not 0 <= self.robust_epsilon <= 32 / 255:
             raise ConfigError(f"robust_epsilon: {self.robust_epsilon!r} is out of range [0, 32/255]; "
                               "2/255 (the default) is what transferred best, 0 turns it off")
         if self.method == "mmguard" and self.weight_noise > 0 and self.shared_steps == 0:
