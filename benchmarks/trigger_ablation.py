@@ -121,6 +121,13 @@ VARIANTS: dict[str, dict] = {
     "targeted-robust2-momentum": {**TARGETED, "robust_epsilon": 2 / 255, "momentum": 1.0},
     "targeted-noise-only-robust2-momentum": {**TARGETED, "robust_epsilon": 2 / 255, "momentum": 1.0,
                                              "trigger_length": 0},
+    # thirteenth session: low-frequency per-sample noise (a grid 2 / 4 times coarser than the image)
+    "targeted-noise-only-robust2-low2": {**TARGETED, "robust_epsilon": 2 / 255, "trigger_length": 0,
+                                         "sample_noise_scale": 2},
+    "targeted-noise-only-robust2-low4": {**TARGETED, "robust_epsilon": 2 / 255, "trigger_length": 0,
+                                         "sample_noise_scale": 4},
+    "targeted-robust2-low2": {**TARGETED, "robust_epsilon": 2 / 255, "sample_noise_scale": 2},
+    "targeted-robust2-low4": {**TARGETED, "robust_epsilon": 2 / 255, "sample_noise_scale": 4},
 }
 
 

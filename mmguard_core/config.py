@@ -29,6 +29,11 @@ class ConfigError(ValueError):
     """A configuration value is out of range or unknown; the message names the field."""
 
 
+# fields a complete stored config from before the twelfth session lacks: such a config (a job row or
+# report) made plain clean-task copies, and from_dict keeps it that way
+FIELDS_ADDED_SINCE_ROBUST_COPIES = frozenset({"robust_epsilon", "momentum", "sample_noise_scale"})
+
+
 def parse_epsilon(value: str | float | int, name: str = "epsilon") -> float:
     """Accept 0.0314, "0.0314", "8/255" or 8 (read as 8/255 when > 1); `name` is the field an error names."""
     if isinstance(value, str):
@@ -37,8 +42,10 @@ def parse_epsilon(value: str | float | int, name: str = "epsilon") -> float:
             number = float(Fraction(text)) if "/" in text else float(text)
         except (ValueError, ZeroDivisionError) as exc:
             raise ConfigError(f"{name}: cannot read {value!r}; use e.g. 8/255 or 0.031") from exc
-    else:
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
         number = float(value)
+    else:
+        raise ConfigError(f"{name}: {value!r} is not a number; use e.g. 8/255 or 0.031")
     if number > 1:
         number = number / 255.0
     return number
@@ -82,6 +89,10 @@ class ProtectionConfig:
     num_clusters: int = 8  # groups for "cluster" structure (captions / open-ended answers)
     noise_scale: int = 4  # shared noise lives on a grid this many times coarser than the image (smooth)
     sample_share: float = 0.25  # share of epsilon left to the per-sample noise on top of the shared pattern (all of it without one)
+    # the per-sample noise lives on a grid this many times coarser than each image (1: every pixel free);
+    # a coarser grid makes low-frequency noise, the kind that transfers between models and survives
+    # JPEG and blur (Sharma et al. 2019, "On the effectiveness of low frequency perturbations")
+    sample_noise_scale: int = 1
     # PGD steps of the shared (per-answer / per-cluster) error-minimising pattern; 0 by default since
     # the tenth session: the whole budget goes to the targeted per-sample noise, which protected
     # held-out families better (method.md); `fast` and {"sample_objective": "minimize",
@@ -172,8 +183,7 @@ class ProtectionConfig:
 
     def __post_init__(self) -> None:
         self.epsilon = parse_epsilon(self.epsilon)
-        if not isinstance(self.robust_epsilon, bool):  # a bool is refused by validate()
-            self.robust_epsilon = parse_epsilon(self.robust_epsilon, "robust_epsilon")
+        self.robust_epsilon = parse_epsilon(self.robust_epsilon, "robust_epsilon")
         self.eot_transforms = list(self.eot_transforms)
         self.surrogates = list(self.surrogates)
         self.bph_betas = _three_weights(self.bph_betas)  # type: ignore[assignment]
@@ -216,6 +226,7 @@ class ProtectionConfig:
             in_range(name, 0, 10_000)
         in_range("num_clusters", 1, 10_000)
         in_range("noise_scale", 1, 64)
+        in_range("sample_noise_scale", 1, 64)
         in_range("sample_share", 0.0, 1.0)
         in_range("step_size", 1e-4, 1.0)
         in_range("trigger_length", 0, 8)
@@ -229,8 +240,7 @@ class ProtectionConfig:
         in_range("stop_loss", 0.0, 100.0)
         in_range("weight_noise", 0.0, 1.0)
         in_range("momentum", 0.0, 1.0)
-        # __post_init__ made it a float (parse_epsilon), all but a bool, which it left for this refusal
-        if isinstance(self.robust_epsilon, bool) or not 0 <= self.robust_epsilon <= 32 / 255:
+        if not 0 <= self.robust_epsilon <= 32 / 255:  # a float: __post_init__ parsed it (parse_epsilon)
             raise ConfigError(f"robust_epsilon: {self.robust_epsilon!r} is out of range [0, 32/255]; "
                               "2/255 (the default) is what transferred best, 0 turns it off")
         if self.method == "mmguard" and self.weight_noise > 0 and self.shared_steps == 0:
@@ -247,7 +257,7 @@ class ProtectionConfig:
         in_range("seed", 0, 2**32 - 1)
         in_range("threads", 1, 256)
         for name in ("shared_steps", "sample_steps", "bilevel_rounds", "inner_steps", "binding_steps", "target_steps",
-                     "num_clusters", "noise_scale", "trigger_length", "trigger_candidates", "trigger_trials",
+                     "num_clusters", "noise_scale", "sample_noise_scale", "trigger_length", "trigger_candidates", "trigger_trials",
                      "trigger_trial_steps", "batch_size", "seed", "threads", "verify_samples", "verify_seeds"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: {getattr(self, name)!r} must be a whole number")
@@ -311,7 +321,7 @@ class ProtectionConfig:
             # every config written before the tenth session (stored jobs, reports, --config files) ran
             # the error-minimising noise; and a config that sets the group pattern's steps asks for it
             data = {**data, "sample_objective": "minimize"}
-        if "robust_epsilon" not in data and known - {"robust_epsilon", "momentum"} <= set(data):
+        if "robust_epsilon" not in data and known - FIELDS_ADDED_SINCE_ROBUST_COPIES <= set(data):
             # a complete config without it -- a stored job or report written before the twelfth session
             # -- fine-tuned its clean-task copies plainly; a job resumed after an upgrade keeps doing so
             data = {**data, "robust_epsilon": 0.0}

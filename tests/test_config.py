@@ -2,7 +2,14 @@ import json
 
 import pytest
 
-from mmguard_core.config import PRESETS, ConfigError, ProtectionConfig, parse_epsilon, preset
+from mmguard_core.config import (
+    FIELDS_ADDED_SINCE_ROBUST_COPIES,
+    PRESETS,
+    ConfigError,
+    ProtectionConfig,
+    parse_epsilon,
+    preset,
+)
 
 
 def test_round_trip_through_json_keeps_every_field():
@@ -99,8 +106,12 @@ def test_a_config_from_before_the_targeted_default_still_means_what_it_meant():
 def test_a_stored_config_from_before_the_robust_copies_keeps_its_plain_copies():
     # a complete config written by the tenth or eleventh session (a job row, a report) has no
     # robust_epsilon: it fine-tuned the clean-task copies plainly, and a resumed job must not change that
-    stored = {k: v for k, v in preset("strong").to_dict().items() if k not in ("robust_epsilon", "momentum")}
+    stored = {k: v for k, v in preset("strong").to_dict().items() if k not in FIELDS_ADDED_SINCE_ROBUST_COPIES}
     assert ProtectionConfig.from_dict(stored).robust_epsilon == 0.0
+    assert ProtectionConfig.from_dict(stored).sample_noise_scale == 1  # full-resolution noise, as then
+    # and one from the twelfth session, written with robust copies but before sample_noise_scale
+    twelfth = {k: v for k, v in preset("strong").to_dict().items() if k != "sample_noise_scale"}
+    assert ProtectionConfig.from_dict(twelfth).robust_epsilon == 2 / 255
     assert ProtectionConfig.from_dict({**stored, "momentum": 0.0}).robust_epsilon == 0.0
     # a partial config (a user's --config file or job request) gets the current default
     assert ProtectionConfig.from_dict({"target_steps": 40}).robust_epsilon == 2 / 255

@@ -523,6 +523,25 @@ def test_robust_clean_task_copies_change_the_targeted_noise_and_keep_the_bound(s
         config.updated(robust_epsilon="two")
 
 
+def test_coarse_sample_noise_is_smooth_and_keeps_the_bound(surrogates):
+    data = make_data(6)
+    config = small_config(shared_steps=0, sample_steps=4, sample_objective="targeted", target_steps=4)
+    shared = learn_shared(data, surrogates, config)
+
+    def roughness(output) -> float:  # mean difference of the noise between horizontal neighbours
+        deltas = [image.astype(float) - original_uint8(data.images[k]).astype(float)
+                  for k, image in enumerate(output.images)]
+        return float(np.mean([np.abs(np.diff(d, axis=1)).mean() for d in deltas]))
+
+    fine = protect_shard(data, shared, surrogates, config)
+    coarse = protect_shard(data, shared, surrogates, config.updated(sample_noise_scale=4))
+    for k, image in enumerate(coarse.images):
+        assert np.abs(image.astype(int) - original_uint8(data.images[k]).astype(int)).max() <= 8
+    assert roughness(coarse) < 0.5 * roughness(fine)
+    with pytest.raises(ConfigError, match="sample_noise_scale"):
+        config.updated(sample_noise_scale=0)
+
+
 def test_the_clean_task_fine_tune_reports_progress_and_can_be_cancelled(surrogates):
     data = make_data(6)
     config = small_config(shared_steps=0, sample_steps=2, sample_objective="targeted", target_steps=5)

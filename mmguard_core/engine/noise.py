@@ -1,10 +1,11 @@
 """Image perturbations: the shared (per-group) pattern and the per-sample refinement.
 
 The shared pattern lives on a coarse grid (image size / noise_scale) and is upsampled bilinearly to
-each image's own resolution: smooth noise survives the attacker's resizing, cropping and shifts far
-better than pixel-level noise (method.md: 2-pixel shifts cut sample-wise protection to ~0.4), and one
-pattern serves images of any size. Bilinear upsampling never leaves the grid's [min, max], so the
-L-inf bound of the grid holds on every image.
+each image's own resolution (the per-sample noise too, on its own grid, when `sample_noise_scale` > 1):
+smooth noise survives the attacker's resizing, cropping and shifts far better than pixel-level noise
+(method.md: 2-pixel shifts cut sample-wise protection to ~0.4), and one pattern serves images of any
+size. Bilinear upsampling never leaves the grid's [min, max], so the L-inf bound of the grid holds on
+every image.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ def grid_shape(images: Sequence[torch.Tensor], noise_scale: int) -> tuple[int, i
     return max(2, round(h / noise_scale)), max(2, round(w / noise_scale))
 
 
+def sample_grid(image: torch.Tensor, scale: int) -> tuple[int, int]:
+    """The (h, w) grid one image's own noise lives on: the image's size, or `scale` times coarser."""
+    h, w = image.shape[-2:]
+    return (h, w) if scale == 1 else (max(2, round(h / scale)), max(2, round(w / scale)))
+
+
 def upsample(pattern: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(3, gh, gw) -> (3, H, W)."""
     return F.interpolate(pattern[None], size=size, mode="bilinear", align_corners=False)[0]
@@ -34,12 +41,13 @@ def init_patterns(num: int, grid: tuple[int, int], bound: float, gen: torch.Gene
 
 
 def compose(image: torch.Tensor, shared: torch.Tensor | None, own: torch.Tensor | None) -> torch.Tensor:
-    """clip(x + up(shared) + own, 0, 1) for one (3, H, W) image."""
+    """clip(x + up(shared) + up(own), 0, 1) for one (3, H, W) image (`own` may be on a coarser grid)."""
     out = image
+    size = tuple(image.shape[-2:])
     if shared is not None:
-        out = out + upsample(shared, tuple(image.shape[-2:]))
+        out = out + upsample(shared, size)
     if own is not None:
-        out = out + own
+        out = out + (own if tuple(own.shape[-2:]) == size else upsample(own, size))
     return out.clamp(0, 1)
 
 

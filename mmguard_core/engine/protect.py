@@ -370,7 +370,8 @@ def protect_shard(
             own = [(torch.randint(0, 2, data.images[i].shape, generator=gen).float() * 2 - 1) * own_bound
                    for i in batch]
         else:
-            own = [torch.zeros_like(data.images[i]) for i in batch]
+            own = [data.images[i].new_zeros(3, *noise.sample_grid(data.images[i], config.sample_noise_scale))
+                   for i in batch]
         velocity = [torch.zeros_like(d) for d in own]
         for _ in range(steps if own_bound > 0 else 0):
             for delta in own:
