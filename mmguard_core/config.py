@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 
 # fields a complete stored config from before the twelfth session lacks: such a config (a job row or
 # report) made plain clean-task copies, and from_dict keeps it that way
-FIELDS_ADDED_SINCE_ROBUST_COPIES = frozenset({"robust_epsilon", "momentum", "sample_noise_scale"})
+FIELDS_ADDED_SINCE_ROBUST_COPIES = frozenset({"robust_epsilon", "momentum", "sample_noise_scale", "plain_copies"})
 
 
 def parse_epsilon(value: str | float | int, name: str = "epsilon") -> float:
@@ -161,6 +161,10 @@ class ProtectionConfig:
     # on such models transfer further (Springer et al. 2021, "a little robustness goes a long way");
     # 2/255 since the twelfth session (method.md: the noise alone protects held-out families +0.16)
     robust_epsilon: float = 2 / 255
+    # next to each robust copy, also a plainly fine-tuned one the noise must fool too (robust_epsilon > 0):
+    # the plain copy stands for a victim fine-tuned the usual way, the robust one for the families it has
+    # not seen
+    plain_copies: bool = False
     # surrogates and execution
     # "family:/path" or "zoo:family[@seed]" (zoo:llava@2: the llava zoo model pretrained with seed 2, a
     # second checkpoint of the family); empty = the default zoo ensemble
@@ -275,8 +279,9 @@ class ProtectionConfig:
                 ) from exc
             if any(layer < 0 for layer in layers):
                 raise ConfigError("binding_layers: layer indices must be >= 0")
-        if not isinstance(self.verify, bool):
-            raise ConfigError(f"verify: {self.verify!r} must be true or false")
+        for name in ("verify", "plain_copies"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: {getattr(self, name)!r} must be true or false")
         in_range("verify_samples", 24, 100_000)
         in_range("verify_epochs", 0.1, 100.0)
         in_range("verify_seeds", 1, 10)

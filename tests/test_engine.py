@@ -513,14 +513,19 @@ def test_robust_clean_task_copies_change_the_targeted_noise_and_keep_the_bound(s
     assert config.robust_epsilon == 2 / 255  # the default
     plain = protect_shard(data, shared, surrogates, config.updated(robust_epsilon=0.0))
     robust = protect_shard(data, shared, surrogates, config)
+    both = protect_shard(data, shared, surrogates, config.updated(plain_copies=True))
     assert any(not np.array_equal(a, b) for a, b in zip(plain.images, robust.images, strict=True))
-    for k, image in enumerate(robust.images):
-        assert np.abs(image.astype(int) - original_uint8(data.images[k]).astype(int)).max() <= 8
+    assert any(not np.array_equal(a, b) for a, b in zip(both.images, robust.images, strict=True))
+    for k, image in enumerate(robust.images + both.images):
+        original = original_uint8(data.images[k % len(data.images)])
+        assert np.abs(image.astype(int) - original.astype(int)).max() <= 8
     with pytest.raises(ConfigError, match=r"robust_epsilon: 0.5 is out of range \[0, 32/255\]"):
         config.updated(robust_epsilon=0.5)
     assert config.updated(robust_epsilon="2/255").robust_epsilon == 2 / 255  # written like epsilon
     with pytest.raises(ConfigError, match="robust_epsilon: cannot read"):
         config.updated(robust_epsilon="two")
+    with pytest.raises(ConfigError, match="plain_copies: 'yes' must be true or false"):
+        config.updated(plain_copies="yes")
 
 
 def test_coarse_sample_noise_is_smooth_and_keeps_the_bound(surrogates):

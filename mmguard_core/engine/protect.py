@@ -452,27 +452,31 @@ def _clean_task_copies(surrogates: Sequence[Surrogate], data: ShardInput, clean_
     read the task's true feature: the targeted objective needs a model that knows which answer an
     image shows (0 steps: the surrogates as loaded, for models that already know the task). With
     `robust_epsilon` > 0 the fine-tune is adversarial, so the copies read features a small
-    perturbation cannot flip and the noise made on them transfers further (method.md)."""
+    perturbation cannot flip and the noise made on them transfers further (method.md); with
+    `plain_copies` each surrogate also gets a plain copy, and the noise has to fool both."""
     from mmguard_core.models.training import finetune
 
     if config.target_steps == 0:
         return list(surrogates)
+    radii = [config.robust_epsilon] + ([0.0] if config.plain_copies and config.robust_epsilon > 0 else [])
+    plan = [(k, surrogate, radius) for radius in radii for k, surrogate in enumerate(surrogates)]
     copies = []
-    total = config.target_steps * len(surrogates)
-    for k, surrogate in enumerate(surrogates):
+    for n, (k, surrogate, radius) in enumerate(plan):
         _check(should_stop)
         copy = Surrogate(surrogate.name, surrogate.adapter.clone())  # one at a time: a cancel clones no more
         copies.append(copy)
 
-        def report(step: int, _steps: int, _loss: float, done: int = k * config.target_steps) -> None:
+        def report(step: int, _steps: int, _loss: float, done: int = n * config.target_steps) -> None:
             if progress:
-                progress(done + step, total, "clean-task surrogates")
+                progress(done + step, config.target_steps * len(plan), "clean-task surrogates")
 
-        # leaves the copy frozen and in eval mode
+        # leaves the copy frozen and in eval mode; the first copy of a surrogate keeps the seed it
+        # always had, so adding plain copies leaves the robust ones as they were
         finetune(copy.adapter, list(data.images), clean_prompts,
                  steps=config.target_steps, lr=config.inner_lr,
-                 batch_size=config.batch_size, recipe=config.inner_recipe, seed=config.seed + 17 + k,
-                 adversarial_epsilon=config.robust_epsilon, should_stop=should_stop, progress=report)
+                 batch_size=config.batch_size, recipe=config.inner_recipe,
+                 seed=config.seed + 17 + k + 1000 * (n // len(surrogates)),
+                 adversarial_epsilon=radius, should_stop=should_stop, progress=report)
     return copies
 
 
