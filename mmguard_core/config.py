@@ -261,8 +261,9 @@ class ProtectionConfig:
         in_range("seed", 0, 2**32 - 1)
         in_range("threads", 1, 256)
         for name in ("shared_steps", "sample_steps", "bilevel_rounds", "inner_steps", "binding_steps", "target_steps",
-                     "num_clusters", "noise_scale", "sample_noise_scale", "trigger_length", "trigger_candidates", "trigger_trials",
-                     "trigger_trial_steps", "batch_size", "seed", "threads", "verify_samples", "verify_seeds"):
+                     "num_clusters", "noise_scale", "sample_noise_scale", "trigger_length", "trigger_candidates",
+                     "trigger_trials", "trigger_trial_steps", "batch_size", "seed", "threads", "verify_samples",
+                     "verify_seeds"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: {getattr(self, name)!r} must be a whole number")
         unknown = [t for t in self.eot_transforms if t not in TRANSFORMS]

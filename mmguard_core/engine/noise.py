@@ -19,14 +19,17 @@ import torch.nn.functional as F
 def grid_shape(images: Sequence[torch.Tensor], noise_scale: int) -> tuple[int, int]:
     heights = sorted(img.shape[-2] for img in images)
     widths = sorted(img.shape[-1] for img in images)
-    h, w = heights[len(heights) // 2], widths[len(widths) // 2]
-    return max(2, round(h / noise_scale)), max(2, round(w / noise_scale))
+    return _coarser(heights[len(heights) // 2], widths[len(widths) // 2], noise_scale)
 
 
 def sample_grid(image: torch.Tensor, scale: int) -> tuple[int, int]:
     """The (h, w) grid one image's own noise lives on: the image's size, or `scale` times coarser."""
     h, w = image.shape[-2:]
-    return (h, w) if scale == 1 else (max(2, round(h / scale)), max(2, round(w / scale)))
+    return (h, w) if scale == 1 else _coarser(h, w, scale)
+
+
+def _coarser(h: int, w: int, scale: int) -> tuple[int, int]:
+    return max(2, round(h / scale)), max(2, round(w / scale))
 
 
 def upsample(pattern: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
