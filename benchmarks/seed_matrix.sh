@@ -18,6 +18,7 @@ TASKS=${TASKS:-easy subtle}
 SEEDS=${SEEDS:-0 1 2}
 GPU_SEEDS=${GPU_SEEDS:-}
 mkdir -p "$OUT"
+runs=()
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # the fifth session's full-matrix command (docs/evaluation.md), one task and one protection seed per process
 common=(--train 500 --test 200 --preset strong --ensemble llava,qwen2_vl --heldout idefics3,paligemma
@@ -30,6 +31,7 @@ for world in $WORLDS; do
       device=cpu
       [[ " $GPU_SEEDS " == *" $seed "* ]] && device=cuda
       name="$world-$task-$seed"
+      runs+=("$OUT/$name.json")
       victim_seeds=${VICTIM_SEEDS:-same}
       [[ $victim_seeds == same ]] && victim_seeds=$seed  # each run an independent draw of both seeds
       timeout "${JOB_TIMEOUT:-100000}" "$PY" benchmarks/eval_matrix.py --zoo-size "$world" --tasks "$task" \
@@ -38,6 +40,5 @@ for world in $WORLDS; do
   done
 done
 wait
-runs=()
-for world in $WORLDS; do runs+=("$OUT/$world"-*.json); done
+# the runs started above (a glob of small-* would also take small-fillers-*)
 "$PY" benchmarks/matrix_seeds.py "${runs[@]}" --out "$OUT/pooled"
