@@ -29,8 +29,9 @@ class ConfigError(ValueError):
     """A configuration value is out of range or unknown; the message names the field."""
 
 
-# fields a complete stored config from before the twelfth session lacks: such a config (a job row or
-# report) made plain clean-task copies, and from_dict keeps it that way
+# fields added from the twelfth session on (the robust copies) and after: a stored config that has every
+# field but these and no robust_epsilon is a complete job row or report from before the robust copies;
+# it made plain clean-task copies, and from_dict keeps it that way
 FIELDS_ADDED_SINCE_ROBUST_COPIES = frozenset({"robust_epsilon", "momentum", "sample_noise_scale", "plain_copies"})
 
 
