@@ -90,6 +90,7 @@ def test_owner_flow_end_to_end(page, server: dict, tiny_zip: Path, artifacts: Pa
     page.select_option("#opt-trigger-vocabulary", "distinct")
     page.fill("#opt-surrogates", "zoo:llava")
     page.select_option("#opt-verify", "on")
+    page.select_option("#opt-noise", "4")
     extra = {k: v for k, v in TINY_CONFIG.items() if k != "surrogates"}
     page.fill("#opt-extra", json.dumps({**extra, "verify_victim": "cnn"}))
     page.screenshot(path=str(artifacts / "02-validated-upload.png"), full_page=True)
@@ -137,6 +138,7 @@ def test_owner_flow_end_to_end(page, server: dict, tiny_zip: Path, artifacts: Pa
         page.click("#download-report")
     report = json.loads(Path(report_info.value.path()).read_text())
     assert report["job"]["id"] == job_id and len(report["report"]["images"]) == 4
+    assert report["job"]["config"]["sample_noise_scale"] == 4  # the "smooth" image-noise choice
 
     # jobs list: live status and a cancel button for a job still running
     page.goto("/ui/#/datasets")

@@ -265,6 +265,8 @@ function advancedConfig() {
   const surrogates = $("opt-surrogates").value.split(",").map((s) => s.trim()).filter(Boolean);
   if (surrogates.length) config.surrogates = surrogates;
   if ($("opt-verify").value) config.verify = $("opt-verify").value === "on";
+  // smooth noise: the per-sample noise on a 4x coarser grid (README, options)
+  if ($("opt-noise").value) config.sample_noise_scale = Number($("opt-noise").value);
   const extra = $("opt-extra").value.trim();
   if (extra) {
     let parsed;
