@@ -74,6 +74,24 @@ def original_uint8(image):
     return (image * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
+def noise_of(images, originals) -> list[np.ndarray]:
+    """Each saved 8-bit image minus its original, in 8-bit levels."""
+    return [image.astype(int) - original_uint8(original).astype(int)
+            for image, original in zip(images, originals, strict=True)]
+
+
+def largest_change(images, originals) -> int:
+    return max(int(np.abs(d).max()) for d in noise_of(images, originals))
+
+
+def targeted_shard_setup(surrogates):
+    """Six samples, the targeted objective with short stages, and the shared state: the setup of the
+    per-sample noise options' tests."""
+    data = make_data(6)
+    config = small_config(shared_steps=0, sample_steps=4, sample_objective="targeted", target_steps=4)
+    return data, config, learn_shared(data, surrogates, config)
+
+
 @pytest.mark.parametrize("method", ["mmguard", "random", "em_image", "classwise"])
 def test_every_method_keeps_the_bound_on_saved_bytes(surrogates, method):
     data = make_data()
@@ -82,10 +100,8 @@ def test_every_method_keeps_the_bound_on_saved_bytes(surrogates, method):
     out = protect_shard(data, shared, surrogates, config)
     for k, image in enumerate(out.images):
         assert image.dtype == np.uint8 and image.shape == original_uint8(data.images[k]).shape
-        diff = np.abs(image.astype(int) - original_uint8(data.images[k]).astype(int)).max()
-        assert diff <= 4
-    changed = sum(int((out.images[k] != original_uint8(data.images[k])).any()) for k in range(len(out.images)))
-    assert changed == len(out.images)
+    assert largest_change(out.images, data.images) <= 4
+    assert all(d.any() for d in noise_of(out.images, data.images))  # every image changed
 
 
 @pytest.mark.parametrize("vocabulary, words", [("shared", SHARED_WORDS), ("distinct", CANDIDATE_WORDS)])
@@ -469,8 +485,7 @@ def test_targeted_sample_noise_reads_as_the_next_answer_and_leaves_the_surrogate
     targeted = protect_shard(data, shared, surrogates, targeted_config)
     assert targeted.answers == minimised.answers == data.answers
     assert (targeted.sample_objective, minimised.sample_objective) == ("targeted", "minimize")
-    for k, image in enumerate(targeted.images):
-        assert np.abs(image.astype(int) - original_uint8(data.images[k]).astype(int)).max() <= 16
+    assert largest_change(targeted.images, data.images) <= 16
     for surrogate, before in zip(surrogates, weights, strict=True):
         assert all(torch.equal(p, before[n]) for n, p in surrogate.adapter.model.named_parameters())
     # judged by the same clean-task copies the objective used: the targeted images carry the next
@@ -492,33 +507,26 @@ def test_targeted_sample_noise_reads_as_the_next_answer_and_leaves_the_surrogate
 
 
 def test_momentum_changes_the_per_sample_steps_and_keeps_the_bound(surrogates):
-    data = make_data(6)
-    config = small_config(shared_steps=0, sample_steps=4, sample_objective="targeted", target_steps=4)
-    shared = learn_shared(data, surrogates, config)
+    data, config, shared = targeted_shard_setup(surrogates)
     plain = protect_shard(data, shared, surrogates, config)
     again = protect_shard(data, shared, surrogates, config.updated(momentum=0.0))
     with_momentum = protect_shard(data, shared, surrogates, config.updated(momentum=1.0))
     assert all(np.array_equal(a, b) for a, b in zip(plain.images, again.images, strict=True))
     assert any(not np.array_equal(a, b) for a, b in zip(plain.images, with_momentum.images, strict=True))
-    for k, image in enumerate(with_momentum.images):
-        assert np.abs(image.astype(int) - original_uint8(data.images[k]).astype(int)).max() <= 8
+    assert largest_change(with_momentum.images, data.images) <= 8
     with pytest.raises(ConfigError, match="momentum"):
         config.updated(momentum=1.5)
 
 
 def test_robust_clean_task_copies_change_the_targeted_noise_and_keep_the_bound(surrogates):
-    data = make_data(6)
-    config = small_config(shared_steps=0, sample_steps=4, sample_objective="targeted", target_steps=4)
-    shared = learn_shared(data, surrogates, config)
+    data, config, shared = targeted_shard_setup(surrogates)
     assert config.robust_epsilon == 2 / 255  # the default
     plain = protect_shard(data, shared, surrogates, config.updated(robust_epsilon=0.0))
     robust = protect_shard(data, shared, surrogates, config)
     both = protect_shard(data, shared, surrogates, config.updated(plain_copies=True))
     assert any(not np.array_equal(a, b) for a, b in zip(plain.images, robust.images, strict=True))
     assert any(not np.array_equal(a, b) for a, b in zip(both.images, robust.images, strict=True))
-    for k, image in enumerate(robust.images + both.images):
-        original = original_uint8(data.images[k % len(data.images)])
-        assert np.abs(image.astype(int) - original.astype(int)).max() <= 8
+    assert largest_change(robust.images, data.images) <= 8 and largest_change(both.images, data.images) <= 8
     with pytest.raises(ConfigError, match=r"robust_epsilon: 0.5 is out of range \[0, 32/255\]"):
         config.updated(robust_epsilon=0.5)
     assert config.updated(robust_epsilon="2/255").robust_epsilon == 2 / 255  # written like epsilon
@@ -529,19 +537,14 @@ def test_robust_clean_task_copies_change_the_targeted_noise_and_keep_the_bound(s
 
 
 def test_coarse_sample_noise_is_smooth_and_keeps_the_bound(surrogates):
-    data = make_data(6)
-    config = small_config(shared_steps=0, sample_steps=4, sample_objective="targeted", target_steps=4)
-    shared = learn_shared(data, surrogates, config)
+    data, config, shared = targeted_shard_setup(surrogates)
 
     def roughness(output) -> float:  # mean difference of the noise between horizontal neighbours
-        deltas = [image.astype(float) - original_uint8(data.images[k]).astype(float)
-                  for k, image in enumerate(output.images)]
-        return float(np.mean([np.abs(np.diff(d, axis=1)).mean() for d in deltas]))
+        return float(np.mean([np.abs(np.diff(d, axis=1)).mean() for d in noise_of(output.images, data.images)]))
 
     fine = protect_shard(data, shared, surrogates, config)
     coarse = protect_shard(data, shared, surrogates, config.updated(sample_noise_scale=4))
-    for k, image in enumerate(coarse.images):
-        assert np.abs(image.astype(int) - original_uint8(data.images[k]).astype(int)).max() <= 8
+    assert largest_change(coarse.images, data.images) <= 8
     assert roughness(coarse) < 0.5 * roughness(fine)
     with pytest.raises(ConfigError, match="sample_noise_scale"):
         config.updated(sample_noise_scale=0)
@@ -567,5 +570,4 @@ def test_a_shard_of_one_group_falls_back_to_error_minimising_noise_and_says_so(s
     shard = ShardInput([data.images[i] for i in reds], [data.questions[i] for i in reds], ["red"] * len(reds), reds)
     out = protect_shard(shard, shared, surrogates, config)
     assert out.sample_objective == "minimize" and out.clean_task_seconds == 0.0
-    assert all(np.abs(img.astype(int) - original_uint8(shard.images[k]).astype(int)).max() > 0
-               for k, img in enumerate(out.images))
+    assert all(np.abs(d).max() > 0 for d in noise_of(out.images, shard.images))
