@@ -43,7 +43,7 @@ def parse_epsilon(value: str | float | int, name: str = "epsilon") -> float:
             number = float(Fraction(text)) if "/" in text else float(text)
         except (ValueError, ZeroDivisionError) as exc:
             raise ConfigError(f"{name}: cannot read {value!r}; use e.g. 8/255 or 0.031") from exc
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+    elif isinstance(value, int | float) and not isinstance(value, bool):
         number = float(value)
     else:
         raise ConfigError(f"{name}: {value!r} is not a number; use e.g. 8/255 or 0.031")

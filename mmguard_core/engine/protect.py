@@ -459,9 +459,9 @@ def _clean_task_copies(surrogates: Sequence[Surrogate], data: ShardInput, clean_
     if config.target_steps == 0:
         return list(surrogates)
     radii = [config.robust_epsilon] + ([0.0] if config.plain_copies and config.robust_epsilon > 0 else [])
-    plan = [(k, surrogate, radius) for radius in radii for k, surrogate in enumerate(surrogates)]
+    plan = [(r, k, surrogate, radius) for r, radius in enumerate(radii) for k, surrogate in enumerate(surrogates)]
     copies = []
-    for n, (k, surrogate, radius) in enumerate(plan):
+    for n, (r, k, surrogate, radius) in enumerate(plan):
         _check(should_stop)
         copy = Surrogate(surrogate.name, surrogate.adapter.clone())  # one at a time: a cancel clones no more
         copies.append(copy)
@@ -475,7 +475,7 @@ def _clean_task_copies(surrogates: Sequence[Surrogate], data: ShardInput, clean_
         finetune(copy.adapter, list(data.images), clean_prompts,
                  steps=config.target_steps, lr=config.inner_lr,
                  batch_size=config.batch_size, recipe=config.inner_recipe,
-                 seed=config.seed + 17 + k + 1000 * (n // len(surrogates)),
+                 seed=config.seed + 17 + k + 1000 * r,
                  adversarial_epsilon=radius, should_stop=should_stop, progress=report)
     return copies
 
