@@ -37,19 +37,38 @@ FIELDS_ADDED_SINCE_ROBUST_COPIES = frozenset({"robust_epsilon", "momentum", "sam
 
 def parse_epsilon(value: str | float | int, name: str = "epsilon") -> float:
     """Accept 0.0314, "0.0314", "8/255" or 8 (read as 8/255 when > 1); `name` is the field an error names."""
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            number = float(Fraction(text)) if "/" in text else float(text)
-        except (ValueError, ZeroDivisionError) as exc:
-            raise ConfigError(f"{name}: cannot read {value!r}; use e.g. 8/255 or 0.031") from exc
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
-    else:
-        raise ConfigError(f"{name}: {value!r} is not a number; use e.g. 8/255 or 0.031")
+    try:
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                number = float(Fraction(text)) if "/" in text else float(text)
+            except (ValueError, ZeroDivisionError) as exc:
+                raise ConfigError(f"{name}: cannot read {value!r}; use e.g. 8/255 or 0.031") from exc
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            raise ConfigError(f"{name}: {value!r} is not a number; use e.g. 8/255 or 0.031")
+    except OverflowError as exc:  # an integer (or fraction) beyond any float
+        raise ConfigError(f"{name}: far too large a number; use e.g. 8/255 or 0.031") from exc
     if number > 1:
         number = number / 255.0
     return number
+
+
+# the model families the engine has adapters for: models/registry.FAMILIES, which needs torch (a test
+# keeps the two equal); named here so a config naming another is refused where it is written (the API
+# process), not in a worker after the job was queued
+FAMILY_NAMES = ("gemma3", "idefics3", "internvl", "llava", "llava_next", "paligemma", "qwen2_5_vl", "qwen2_vl")
+
+
+def _check_family(field_name: str, spec: str) -> None:
+    """ConfigError unless `spec` (zoo:FAMILY[@SEED] or FAMILY:PATH) names a known family."""
+    prefix, _, rest = spec.partition(":")
+    zoo = prefix == "zoo"
+    family = rest.partition("@")[0] if zoo else prefix
+    if family not in FAMILY_NAMES:
+        kind = "zoo family" if zoo else "family"
+        raise ConfigError(f"{field_name}: unknown {kind} {family!r}; known: {', '.join(FAMILY_NAMES)}")
 
 
 def parse_zoo_spec(rest: str) -> tuple[str, int]:
@@ -73,7 +92,10 @@ def _three_weights(value: Any) -> tuple[float, float, float]:
     items = list(value)
     if len(items) != 3 or any(not isinstance(b, int | float) or isinstance(b, bool) for b in items):
         raise ConfigError(message)
-    weights = tuple(float(b) for b in items)
+    try:
+        weights = tuple(float(b) for b in items)
+    except OverflowError as exc:  # an integer beyond any float
+        raise ConfigError(message) from exc
     if any(not math.isfinite(b) or b < 0 for b in weights):
         raise ConfigError(message)
     return weights  # type: ignore[return-value]
@@ -294,6 +316,8 @@ class ProtectionConfig:
             raise ConfigError(
                 f"verify_victim: {victim!r}; use auto, cnn, zoo:FAMILY or FAMILY:PATH (a local checkpoint folder)"
             )
+        if victim != "auto" and victim.partition(":")[0] != "cnn":
+            _check_family("verify_victim", victim)
         for spec in self.surrogates:
             if not isinstance(spec, str) or ":" not in spec or not spec.split(":", 1)[1]:
                 raise ConfigError(
@@ -306,6 +330,7 @@ class ProtectionConfig:
                     raise ConfigError(
                         f"surrogates: {spec!r}: after @ comes the zoo model's pretraining seed, a whole number >= 0"
                     ) from None
+            _check_family("surrogates", spec)
 
     # -- JSON round trip ---------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -336,7 +361,7 @@ class ProtectionConfig:
             return cls(**data)
         except ConfigError:
             raise
-        except (TypeError, ValueError, AttributeError) as exc:  # a field of the wrong kind the checks missed
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:  # a field of the wrong kind the checks missed
             raise ConfigError(f"config: {exc}") from exc
 
     @classmethod
@@ -345,6 +370,8 @@ class ProtectionConfig:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config: not valid JSON ({exc})") from exc
+        except ValueError as exc:  # an integer literal of more than 4300 digits
+            raise ConfigError("config: not valid JSON (a number with more than 4300 digits)") from exc
         return cls.from_dict(data)
 
     def updated(self, **changes: Any) -> ProtectionConfig:

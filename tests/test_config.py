@@ -56,6 +56,12 @@ def test_epsilon_forms(text, expected):
         ({"bph_betas": [float("inf"), 1, 1]}, "bph_betas"),
         ({"bph_betas": 5}, "bph_betas"),
         ({"binding_layers": 5}, "binding_layers"),
+        ({"surrogates": ["zoo:lava"]}, "surrogates"),
+        ({"surrogates": ["blip:/models/blip"]}, "surrogates"),
+        ({"verify_victim": "zoo:lava"}, "verify_victim"),
+        ({"epsilon": 10**400}, "epsilon"),  # beyond any float
+        ({"robust_epsilon": "1" + "0" * 400 + "/1"}, "robust_epsilon"),
+        ({"bph_betas": [10**400, 1, 1]}, "bph_betas"),
     ],
 )
 def test_bad_values_name_the_field(changes, field):
@@ -69,6 +75,8 @@ def test_unknown_fields_and_bad_json_are_refused_clearly():
         ProtectionConfig.from_dict({"colour": "red"})
     with pytest.raises(ConfigError, match="not valid JSON"):
         ProtectionConfig.from_json("{nope")
+    with pytest.raises(ConfigError, match="not valid JSON.*4300 digits"):
+        ProtectionConfig.from_json('{"epsilon": ' + "1" * 5000 + "}")
     with pytest.raises(ConfigError, match="preset"):
         preset("turbo")
 

@@ -8,6 +8,7 @@ case, so torch is imported once; one case also runs the installed `mmguard` scri
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -177,6 +178,15 @@ def build_corpus(root: Path) -> list[Case]:
         "data.jsonl", "contains a control character")
     add("lone-surrogate-path", jsonl_zip("surrogate.zip", [OK_ROW, {"image": "\ud800.png", "question": "q", "answer": "a"}], {}),
         "data.jsonl", "invalid code point")
+    add("inline-base64-image", jsonl_zip("base64.zip", [OK_ROW, {"image": base64.b64encode(ok_png * 20).decode(),
+                                                             "question": "q", "answer": "a"}], {}),
+        "data.jsonl", "too long for a file path (is it inline image data")
+    add("lone-surrogate-answer", jsonl_zip("surrogate-text.zip", [OK_ROW, '{"image": "ok.png", "question": "q", '
+                                                                  '"answer": "nice \\ud83d"}'], {}),
+        "data.jsonl", "field 'answer' contains an invalid code point")
+    add("huge-integer", jsonl_zip("bignum.zip", [OK_ROW, '{"image": "ok.png", "question": "q", "answer": "a", "n": '
+                                                 + "9" * 5000 + "}"], {}),
+        "data.jsonl", "line 2: not valid JSON: a number with more than 4300 digits")
     add("no-annotation", _zip(root / "noann.zip", [("ok.png", ok_png), ("notes.txt", b"hi")]), "noann.zip",
         "no annotation file found")
     add("empty-annotation", _zip(root / "empty.zip", [("data.jsonl", b"\n\n"), ("ok.png", ok_png)]), "data.jsonl",
@@ -196,6 +206,9 @@ def build_corpus(root: Path) -> list[Case]:
         "chat.json", "not valid JSON")
     add("llava-deep-nesting", _zip(root / "deep.zip", [("chat.json", b'[{"conversations": ' + b"[" * 200_000 + b"]" * 200_000 + b"}]"),
                                                        ("ok.png", ok_png)]), "chat.json", "nested too deeply")
+    add("llava-huge-integer", _zip(root / "llavabig.zip", [("chat.json", b'[{"image": "ok.png", "id": ' + b"9" * 5000
+                                                           + b', "conversations": []}]'), ("ok.png", ok_png)]),
+        "chat.json", "a number with more than 4300 digits")
     add("llava-no-gpt-turn", _zip(root / "noturn.zip", [("chat.json", json.dumps([{"image": "ok.png", "conversations": [
         {"from": "human", "value": "<image>\nq"}]}]).encode()), ("ok.png", ok_png)]), "chat.json", "no gpt turn")
     add("coco-unknown-image", _zip(root / "coco.zip", [("captions.json", json.dumps({"images": [{"id": 1, "file_name": "ok.png"}],

@@ -10,6 +10,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from mmguard_core.config import FAMILY_NAMES  # noqa: E402
 from mmguard_core.models import (  # noqa: E402
     FAMILIES,
     ModelLoadError,
@@ -399,3 +400,8 @@ def test_llava_next_template_follows_the_checkpoint(tokenizer, tmp_path):
     assert rendered.text.startswith("<bos>[INST] <image>")
     assert rendered.text.endswith("what colour [/INST] red<eos>")
     assert rendered.text[rendered.answer_start :].startswith("red")
+
+
+def test_the_torch_free_family_list_matches_the_registry():
+    # config.py refuses unknown families in the API process, which must not import torch
+    assert sorted(FAMILY_NAMES) == sorted(FAMILIES)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -70,3 +70,6 @@ def get_current_owner(
 
 
 OwnerDep = Annotated[Owner, Depends(get_current_owner)]
+
+# where a listing starts; capped because SQLite refuses an OFFSET beyond a 64-bit integer (a 500, not a 422)
+OffsetQuery = Annotated[int, Query(ge=0, le=2**31 - 1)]

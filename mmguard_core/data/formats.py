@@ -199,6 +199,11 @@ def _detect_one(fmt: DatasetFormat, root: Path, label: str, explicit: bool = Fal
         raise DatasetError(problems, summary=exc.summary) from None
 
 
+# the limits of common file systems (NAME_MAX, PATH_MAX): a longer "path" names no file
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
+
+
 def normalize_image_path(value: Any, field_name: str) -> str | tuple[str]:
     """An annotation's image reference -> normalised relative path, or (reason,) when refused."""
     if not isinstance(value, str):
@@ -206,7 +211,7 @@ def normalize_image_path(value: Any, field_name: str) -> str | tuple[str]:
     text = value.strip().replace("\\", "/")
     if not text:
         return (f"field {field_name!r} is empty",)
-    if any(ord(ch) < 32 or 0xD800 <= ord(ch) <= 0xDFFF for ch in text):
+    if any(ord(ch) < 32 for ch in text) or _has_surrogate(text):
         # no file system names such a file (and realpath() raises on NUL or a lone surrogate)
         return (f"field {field_name!r}: {value!r} contains a control character or an invalid code point",)
     if "://" in text or text.startswith("data:"):
@@ -218,7 +223,20 @@ def normalize_image_path(value: Any, field_name: str) -> str | tuple[str]:
         return (f"field {field_name!r}: path {value!r} contains '..'",)
     if not parts:
         return (f"field {field_name!r} is empty",)
+    if any(len(p.encode("utf-8")) > MAX_NAME_BYTES for p in parts) or len(text.encode("utf-8")) > MAX_PATH_BYTES:
+        # no file system names such a file; most often image bytes (base64) or a caption in the wrong column
+        return (f"field {field_name!r}: {_clip(value)} is too long for a file path (is it inline image data "
+                "or text? images must be files inside the upload, named by a relative path)",)
     return "/".join(parts)
+
+
+def _has_surrogate(text: str) -> bool:
+    """A lone surrogate code point: JSON escapes can spell one, no UTF-8 encodes it."""
+    return any(0xD800 <= ord(ch) <= 0xDFFF for ch in text)
+
+
+def _clip(value: str, limit: int = 60) -> str:
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} characters)"
 
 
 def _type_name(value: Any) -> str:
@@ -344,25 +362,53 @@ def _check_images(
     problems: list[Problem] = []
     for rel, positions in groups.items():
         file = dataset.root / rel
-        real = os.path.realpath(file)
-        message = None
-        if confine and real != container_real and not real.startswith(container_real + os.sep):
-            message = f"image {rel!r} points outside the dataset folder"
-        elif not file.exists():
-            message = f"image {rel!r} not found" + _did_you_mean(file)
-        elif not file.is_file():
-            message = f"image {rel!r} is not a file"
-        else:
-            try:
-                probe_image(file, max_pixels=limits.max_image_pixels, decode=decode)
-            except ImageReadError as exc:
-                message = f"image {rel!r}: {exc}"
+        try:
+            message = _image_problem(file, rel, confine, container_real, limits, decode)
+        except OSError as exc:  # a name the file system refuses, a permission, a loop of links
+            message = f"image {rel!r}: cannot read: {exc.strerror or exc}"
         if message is not None:
             bad.update(positions)
             for i in positions:
                 sample = dataset.samples[i]
                 problems.append(Problem(sample.source or annotation, sample.line or None, message))
     return bad, problems
+
+
+def _check_texts(dataset: Dataset, container: Path) -> tuple[set[int], list[Problem]]:
+    """(positions of samples whose question or answer holds a lone surrogate, one Problem each). JSON
+    escapes can spell one (half of an emoji cut off: "\\ud83d"); no UTF-8 encodes it, so the writer and
+    the tokenizer would fail on it long after the upload was accepted."""
+    bad: set[int] = set()
+    problems: list[Problem] = []
+    annotation = _annotation_rel(dataset, container, dataset.annotation_file)
+    for position, sample in enumerate(dataset.samples):
+        for name, text in (("question", sample.question), ("answer", sample.answer)):
+            if text is not None and _has_surrogate(text):
+                bad.add(position)
+                what = dataset.question_field if name == "question" else dataset.answer_field
+                problems.append(Problem(sample.source or annotation, sample.line or None,
+                                        f"field {what!r} contains an invalid code point (a lone surrogate, "
+                                        "e.g. half of an escaped emoji)"))
+                break
+    return bad, problems
+
+
+def _image_problem(
+    file: Path, rel: str, confine: bool, container_real: str, limits: IngestLimits, decode: bool
+) -> str | None:
+    """Why the image at `file` is unusable, or None when it is fine."""
+    real = os.path.realpath(file)
+    if confine and real != container_real and not real.startswith(container_real + os.sep):
+        return f"image {rel!r} points outside the dataset folder"
+    if not file.exists():
+        return f"image {rel!r} not found" + _did_you_mean(file)
+    if not file.is_file():
+        return f"image {rel!r} is not a file"
+    try:
+        probe_image(file, max_pixels=limits.max_image_pixels, decode=decode)
+    except ImageReadError as exc:
+        return f"image {rel!r}: {exc}"
+    return None
 
 
 def _scan_tree(dataset: Dataset, container: Path) -> list[Problem]:
@@ -482,8 +528,10 @@ def _read(
     dataset.source_root = container
     dataset.bare_archive = source.bare
     bad, image_problems = _check_images(dataset, container, limits, decode, source.temp is not None)
+    bad_text, text_problems = _check_texts(dataset, container)
+    bad |= bad_text
     n_bad = len(problems) + len(bad)
-    problems = sorted([*problems, *image_problems], key=_sort_key)
+    problems = sorted([*problems, *image_problems, *text_problems], key=_sort_key)
     try:
         dataset.warnings = _scan_tree(dataset, container)
     except DatasetError:

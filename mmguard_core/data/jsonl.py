@@ -20,6 +20,7 @@ from typing import Any
 from .archive import JUNK_DIRS, IngestLimits
 from .errors import DatasetError, Problem
 from .formats import DatasetFormat, Detection, SampleUpdate, _type_name, normalize_image_path
+from .jsonspan import NUMBER_TOO_LONG
 from .sample import Dataset, Sample
 
 NAME = "jsonl"
@@ -113,6 +114,9 @@ def _parse_lines(data: bytes, file: str) -> tuple[list[tuple[int, dict[str, Any]
             continue
         except RecursionError:
             problems.append(Problem(file, number, "not valid JSON: nested too deeply"))
+            continue
+        except ValueError:
+            problems.append(Problem(file, number, f"not valid JSON: {NUMBER_TOO_LONG}"))
             continue
         if not isinstance(obj, dict):
             problems.append(Problem(file, number, f"expected a JSON object, got {_type_name(obj)}"))

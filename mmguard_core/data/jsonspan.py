@@ -16,6 +16,9 @@ from typing import Any
 _DECODER = json.JSONDecoder()
 _WS = re.compile(r"[ \t\n\r]*")
 BOM = "\ufeff"
+# json.loads turns an integer literal into an int, and int() refuses one of more than 4300 digits
+# (sys.get_int_max_str_digits) with a plain ValueError, not a JSONDecodeError
+NUMBER_TOO_LONG = "a number with more than 4300 digits"
 
 
 class JsonSpanError(ValueError):
@@ -47,6 +50,8 @@ def decode_value(text: str, pos: int) -> tuple[Any, int]:
         raise _error(exc, text, pos) from None
     except RecursionError as exc:
         raise _error(exc, text, pos) from None
+    except ValueError:
+        raise JsonSpanError(NUMBER_TOO_LONG, text, pos) from None
 
 
 @dataclass(frozen=True)

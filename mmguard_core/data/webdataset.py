@@ -290,6 +290,8 @@ def _sample_text(group: _Group, names: _Names) -> tuple[str, str | None, str, di
             return f"{group.key}.json is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"
         except RecursionError:
             return f"{group.key}.json is not valid JSON: nested too deeply"
+        except ValueError:
+            return f"{group.key}.json is not valid JSON: {jsonspan.NUMBER_TOO_LONG}"
         if not isinstance(obj, dict):
             obj = None if "txt" in group.texts else obj
             if obj is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import tarfile
@@ -43,12 +44,16 @@ def test_upload_tar(client, make_key, tmp_path: Path) -> None:
 
 
 def test_bad_dataset_lists_problems(client, make_key, tmp_path: Path, api_settings) -> None:
-    folder = dataset_folder(tmp_path / "bad", n=3)
+    folder = dataset_folder(tmp_path / "bad", n=6)
     lines = (folder / "data.jsonl").read_text().splitlines()
     lines[1] = "{not json"
     record = json.loads(lines[2])
     record["image"] = "images/missing.png"
     lines[2] = json.dumps(record)
+    # image bytes inlined (base64) where a path belongs; half an emoji; an integer int() refuses
+    lines[3] = json.dumps({**record, "image": base64.b64encode(bytes(range(256)) * 20).decode()})
+    lines[4] = json.dumps({**record, "image": json.loads(lines[0])["image"], "answer": "nice \ud83d"})
+    lines[5] = lines[0][:-1] + ', "n": ' + "9" * 5000 + "}"
     (folder / "data.jsonl").write_text("\n".join(lines) + "\n")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -60,9 +65,11 @@ def test_bad_dataset_lists_problems(client, make_key, tmp_path: Path, api_settin
     body = response.json()
     assert body["detail"].startswith("dataset rejected:")
     lines_named = {p["line"] for p in body["problems"]}
-    assert {2, 3} <= lines_named, body
-    assert all(p["file"] == "data.jsonl" for p in body["problems"] if p["line"] in (2, 3))
-    assert "images/missing.png" in json.dumps(body["problems"])
+    assert {2, 3, 4, 5, 6} <= lines_named, body
+    assert all(p["file"] == "data.jsonl" for p in body["problems"] if p["line"] in (2, 3, 4, 5, 6))
+    messages = json.dumps(body["problems"])
+    assert "images/missing.png" in messages and "too long for a file path" in messages
+    assert "invalid code point" in messages and "more than 4300 digits" in messages
     assert set((api_settings.storage_root / "datasets").glob("*")) == before  # nothing kept
 
 
@@ -110,6 +117,9 @@ def test_list_paginates_newest_first_and_delete(client, make_key, tiny_zip: Path
     page = client.get("/api/v1/datasets?offset=2&limit=2", headers=auth(key)).json()
     assert [d["id"] for d in page["data"]] == [ids[0]]
     assert client.get("/api/v1/datasets?limit=0", headers=auth(key)).status_code == 422
+    for listing in ("datasets", "jobs"):  # an offset past any database integer: a 422, not a 500
+        response = client.get(f"/api/v1/{listing}?offset=99999999999999999999", headers=auth(key))
+        assert response.status_code == 422 and "offset" in response.text, response.text
 
     assert client.delete(f"/api/v1/datasets/{ids[0]}", headers=auth(key)).status_code == 204
     assert client.get(f"/api/v1/datasets/{ids[0]}", headers=auth(key)).status_code == 404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -72,6 +73,9 @@ def test_verify_victims_without_checkpoint_files_need_no_models_folder(client, o
         ({"config": {"bph_betas": ["x", 1, 1]}}, "bph_betas: ['x', 1, 1]; use three non-negative numbers"),
         ({"config": {"bph_betas": [1, 1]}}, "bph_betas"),
         ({"config": {"binding_layers": 5}}, "binding_layers: 5; use middle, all, last"),
+        ({"config": {"surrogates": ["zoo:lava"]}}, "surrogates: unknown zoo family 'lava'; known: gemma3"),
+        ({"config": {"verify_victim": "zoo:nope"}}, "verify_victim: unknown zoo family 'nope'"),
+        ({"config": {"epsilon": 10**400}}, "epsilon: far too large a number"),
     ],
 )
 def test_bad_config_is_422_with_readable_message(client, owner: dict, body: dict, message: str) -> None:
@@ -79,6 +83,17 @@ def test_bad_config_is_422_with_readable_message(client, owner: dict, body: dict
     assert response.status_code == 422, response.text
     assert message in response.json()["detail"]
     assert "Traceback" not in response.text
+
+
+def test_a_lone_surrogate_in_a_model_name_is_refused_and_stores_nothing(client, owner: dict) -> None:
+    # written as a JSON escape (no UTF-8 encodes it); were it stored, every listing of the jobs would fail
+    body = json.dumps({"dataset_id": owner["dataset"], "config": {"surrogates": ["zoo:llava\ud800"]}})
+    before = client.get("/api/v1/jobs", headers=owner["headers"]).json()
+    response = client.post("/api/v1/jobs", headers={**owner["headers"], "Content-Type": "application/json"},
+                           content=body.encode())
+    assert response.status_code == 422 and "surrogates: unknown zoo family" in response.json()["detail"]
+    listing = client.get("/api/v1/jobs", headers=owner["headers"])
+    assert listing.status_code == 200 and listing.json() == before
 
 
 def test_malformed_bodies(client, owner: dict) -> None:

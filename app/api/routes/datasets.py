@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
 
 from app import crud, idempotency
-from app.api.deps import OwnerDep, SessionDep, SettingsDep, StorageDep
+from app.api.deps import OffsetQuery, OwnerDep, SessionDep, SettingsDep, StorageDep
 from app.api.errors import ApiError, not_found
 from app.core.config import Settings
 from app.core.storage import Storage
@@ -160,7 +160,7 @@ def list_datasets(
     owner: OwnerDep,
     session: SessionDep,
     settings: SettingsDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> DatasetsPublic:
     """The caller's datasets, newest first."""

@@ -13,7 +13,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from app import crud, idempotency, webhooks
-from app.api.deps import OwnerDep, SessionDep, SettingsDep, StorageDep
+from app.api.deps import OffsetQuery, OwnerDep, SessionDep, SettingsDep, StorageDep
 from app.api.errors import ApiError, not_found
 from app.core.queue import enqueue_job
 from app.jobspec import ConfigError, build_config
@@ -98,7 +98,7 @@ def list_jobs(
     session: SessionDep,
     settings: SettingsDep,
     status: JobStatus | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> JobsPublic:
     """The caller's jobs, newest first, optionally only those with one status."""

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
 from app import crud
-from app.api.deps import OwnerDep, SessionDep, SettingsDep, StorageDep
+from app.api.deps import OffsetQuery, OwnerDep, SessionDep, SettingsDep, StorageDep
 from app.api.errors import ApiError, not_found
 from app.core.config import Settings
 from app.core.storage import Storage
@@ -141,7 +141,7 @@ def list_samples(
     session: SessionDep,
     settings: SettingsDep,
     storage: StorageDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 12,
 ) -> SamplesPublic:
     """A page of the job's samples: image URLs, texts with the trigger marked, per-image PSNR/SSIM."""

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
-from app.api.deps import OwnerDep, SessionDep, SettingsDep
+from app.api.deps import OffsetQuery, OwnerDep, SessionDep, SettingsDep
 from app.api.errors import ApiError, not_found
 from app.models import WebhookDelivery, WebhookEndpoint
 from app.schemas import Message
@@ -126,7 +126,7 @@ def list_deliveries(
     owner: OwnerDep,
     session: SessionDep,
     settings: SettingsDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> DeliveriesPublic:
     """The delivery log, newest first: each event's attempts, last HTTP status and error."""
