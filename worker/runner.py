@@ -66,6 +66,15 @@ def claim(job_id: uuid.UUID, settings: Settings, me: str) -> Outcome | None:
                                                  progress_stage="cancelled", worker_id=None)
             )
             return Outcome.CANCELLED  # finished here: execute() sends its job.cancelled event
+        if job.attempts >= settings.max_job_attempts:  # every worker that took it died (or was stopped)
+            message = (f"the worker running this job stopped {job.attempts} times before it finished (out of "
+                       "memory on a large dataset or image?); start it again on a worker with more memory, or with "
+                       "a smaller batch_size")
+            session.execute(
+                update(Job).where(*guard).values(status="failed", error=message, finished_at=now, updated_at=now,
+                                                 progress_stage="failed", worker_id=None)
+            )
+            return Outcome.FAILED  # finished here: execute() sends its job.failed event
         claimed = session.execute(
             update(Job)
             .where(*guard)

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     visibility_timeout: int = 7 * 24 * 3600
     heartbeat_seconds: float = Field(default=2.0, gt=0)
     stale_after_seconds: float = Field(default=60.0, gt=0)
+    # a job whose workers died under it this many times (out of memory on one shard, say) fails with
+    # a message instead of taking down one worker after another (each deploy or restart of a worker
+    # that was running it costs one too)
+    max_job_attempts: int = Field(default=5, ge=1)
     progress_interval_seconds: float = Field(default=0.5, ge=0)  # floor 0.05
     threads: int | None = Field(default=None, ge=1)  # overrides config.threads in the worker
     # where a worker computes: the machine decides, not the job (auto = the GPU when there is one)

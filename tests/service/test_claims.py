@@ -66,6 +66,19 @@ def test_stale_claim_is_taken_over(new_job, api_settings) -> None:
     assert (job.status, job.worker_id, job.attempts, job.started_at) == ("running", ME, 2, old)
 
 
+def test_a_job_whose_workers_keep_dying_fails_with_a_message(new_job, api_settings) -> None:
+    old = utcnow() - timedelta(hours=1)
+    limit = api_settings.max_job_attempts
+    job_id = new_job(status="running", worker_id="gone-host:7", heartbeat_at=old, attempts=limit)
+    assert claim(job_id, api_settings, ME) is Outcome.FAILED  # finished by this delivery: its event goes out
+    job = row(api_settings.sqlalchemy_url, job_id)
+    assert (job.status, job.worker_id, job.attempts) == ("failed", None, limit) and job.finished_at
+    assert f"stopped {limit} times" in job.error and "more memory" in job.error
+    # one attempt short of the limit is still taken over
+    again = new_job(status="queued", attempts=limit - 1)
+    assert claim(again, api_settings, ME) is None and row(api_settings.sqlalchemy_url, again).attempts == limit
+
+
 def test_stale_claim_with_cancel_request_ends_cancelled(new_job, api_settings) -> None:
     old = utcnow() - timedelta(hours=1)
     job_id = new_job(status="running", worker_id="gone-host:7", heartbeat_at=old, attempts=1, cancel_requested=True)
