@@ -130,6 +130,19 @@ def test_samples_are_owner_filtered_and_need_a_finished_job(client: TestClient, 
     assert queued.status_code == 409 and "queued" in queued.json()["detail"]
 
 
+def test_a_preview_whose_archive_is_gone_is_a_409(client: TestClient, finished: dict, migrated_pg: str) -> None:
+    alice = auth(finished["alice"])
+    dataset = client.get("/api/v1/datasets", headers=alice).json()["data"][0]["id"]
+    job = client.post("/api/v1/jobs", headers=alice, json={"dataset_id": dataset, "preset": "fast"}).json()["id"]
+    with session_scope(migrated_pg) as session:  # succeeded, but its archive never reached storage
+        session.execute(update(Job).where(Job.id == uuid.UUID(job)).values(
+            status="succeeded", archive_key=f"jobs/{job}/protected.zip", progress_done=4))
+    response = client.get(f"/api/v1/jobs/{job}/samples", headers=alice)
+    assert response.status_code == 409 and "cannot be read for a preview" in response.json()["detail"], response.text
+    # the other job's previews are untouched
+    assert client.get(f"/api/v1/jobs/{finished['job']}/samples", headers=alice).status_code == 200
+
+
 def test_ui_pages_are_served_offline(client: TestClient) -> None:
     root = client.get("/", follow_redirects=False)
     assert root.status_code == 307 and root.headers["location"] == "/ui/"

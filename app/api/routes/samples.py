@@ -21,7 +21,7 @@ from app import crud
 from app.api.deps import OffsetQuery, OwnerDep, SessionDep, SettingsDep, StorageDep
 from app.api.errors import ApiError, not_found
 from app.core.config import Settings
-from app.core.storage import Storage
+from app.core.storage import Storage, StorageError
 from app.models import Job
 from app.schemas import Message
 
@@ -68,38 +68,64 @@ class _Loaded:
 
 
 class _PreviewCache:
-    """The last few jobs' datasets, extracted once (a preview page asks for many images)."""
+    """The last few jobs' datasets, extracted once (a preview page asks for many images). Extracting a
+    large job takes a while: it holds only that job's lock, so other jobs' previews are not kept waiting."""
 
     def __init__(self, size: int = 4) -> None:
         self.size = size
         self.items: OrderedDict[uuid.UUID, _Loaded] = OrderedDict()
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards items and loading, held only briefly
+        self.loading: dict[uuid.UUID, threading.Lock] = {}
+
+    def _cached(self, job_id: uuid.UUID) -> _Loaded | None:
+        with self.lock:
+            if job_id in self.items:
+                self.items.move_to_end(job_id)
+                return self.items[job_id]
+            return None
 
     def get(self, job: Job, source_key: str | None, storage: Storage, settings: Settings) -> _Loaded:
-        from mmguard_core.data import DatasetError, load_dataset
-
-        with self.lock:
-            if job.id in self.items:
-                self.items.move_to_end(job.id)
-                return self.items[job.id]
-            folder = settings.scratch_root / "previews" / f"{job.id}-{uuid.uuid4().hex[:8]}"
-            folder.mkdir(parents=True, exist_ok=True)
-            original = protected = None
-            try:
-                assert job.archive_key is not None
-                with storage.local_path(job.archive_key) as path:
-                    protected = load_dataset(path, work_dir=folder, decode_images=False)
-                if source_key is not None and storage.exists(source_key):
-                    with storage.local_path(source_key) as path:
-                        original = load_dataset(path, work_dir=folder, decode_images=False)
-            except DatasetError as exc:
-                _Loaded(folder, original, protected).close()
-                raise ApiError(409, f"the job's files cannot be read for a preview: {exc}") from exc
-            loaded = _Loaded(folder, original, protected)
-            self.items[job.id] = loaded
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)[1].close()
+        loaded = self._cached(job.id)
+        if loaded is not None:
             return loaded
+        with self.lock:
+            job_lock = self.loading.setdefault(job.id, threading.Lock())
+        with job_lock:
+            loaded = self._cached(job.id)  # another request extracted it meanwhile
+            if loaded is not None:
+                return loaded
+            try:
+                loaded = _extract(job, source_key, storage, settings)
+            finally:
+                with self.lock:
+                    self.loading.pop(job.id, None)
+            with self.lock:
+                self.items[job.id] = loaded
+                while len(self.items) > self.size:
+                    self.items.popitem(last=False)[1].close()
+            return loaded
+
+
+def _extract(job: Job, source_key: str | None, storage: Storage, settings: Settings) -> _Loaded:
+    from mmguard_core.data import DatasetError, load_dataset
+
+    folder = settings.scratch_root / "previews" / f"{job.id}-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    original = protected = None
+    try:
+        assert job.archive_key is not None
+        with storage.local_path(job.archive_key) as path:
+            protected = load_dataset(path, work_dir=folder, decode_images=False)
+        if source_key is not None and storage.exists(source_key):
+            with storage.local_path(source_key) as path:
+                original = load_dataset(path, work_dir=folder, decode_images=False)
+    except (DatasetError, StorageError) as exc:  # StorageError: e.g. deleted between exists() and the read
+        _Loaded(folder, original, protected).close()
+        raise ApiError(409, f"the job's files cannot be read for a preview: {exc}") from exc
+    except BaseException:
+        _Loaded(folder, original, protected).close()
+        raise
+    return _Loaded(folder, original, protected)
 
 
 _cache = _PreviewCache()
