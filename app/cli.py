@@ -5,8 +5,35 @@ pays nothing for them."""
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
+from collections.abc import Callable
+
+
+def _one_line_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """An admin or db command's expected failures as one line: a revision alembic does not know (exit
+    2, a usage error), a data folder that is a file or read-only, a database it cannot open (exit 1)."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from alembic.util.exc import CommandError
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            return command(args)
+        except CommandError as exc:
+            print(f"mmguard: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"mmguard: {where}{exc.strerror or exc}", file=sys.stderr)
+            return 1
+        except DBAPIError as exc:
+            print(f"mmguard: cannot use the database: {exc.orig}", file=sys.stderr)
+            return 1
+
+    return run
 
 
 def _data_dir_option(parser: argparse.ArgumentParser) -> None:
@@ -114,6 +141,7 @@ def _revoke_key(args: argparse.Namespace) -> int:
 
     prefix = security.key_prefix(args.key) or args.key
     settings = get_settings()
+    prepare_database(settings, migrate_always=False)
     with session_scope(settings.sqlalchemy_url) as session:
         revoked = crud.revoke_api_key(session, prefix)
     if not revoked:
@@ -157,11 +185,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     create = admin_sub.add_parser("create-key", help="create an API key; prints the key alone on stdout")
     create.add_argument("--owner", required=True, help="owner name (created if new)")
     _data_dir_option(create)
-    create.set_defaults(func=_create_key)
+    create.set_defaults(func=_one_line_errors(_create_key))
     revoke = admin_sub.add_parser("revoke-key", help="revoke an API key (the key or its prefix)")
     revoke.add_argument("key")
     _data_dir_option(revoke)
-    revoke.set_defaults(func=_revoke_key)
+    revoke.set_defaults(func=_one_line_errors(_revoke_key))
 
     db = subparsers.add_parser("db", help="database schema migrations")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
@@ -174,4 +202,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         if default is not None:
             sub.add_argument("revision", nargs="?", default=default)
         _data_dir_option(sub)
-        sub.set_defaults(func=_db)
+        sub.set_defaults(func=_one_line_errors(_db))

@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mmguard_core.config import PRESETS, ConfigError, parse_epsilon, preset
+from mmguard_core.config import FAMILY_NAMES, PRESETS, ConfigError, parse_epsilon, preset
+from mmguard_core.data.archive import check_output_path, check_result_file, is_inside, write_result_file
+from mmguard_core.data.formats import FIELD_ROLES
 
 
 def _number_type(convert: Any, kind: str, ok: Any, requirement: str) -> Any:
@@ -128,9 +130,11 @@ def config_from_args(args: argparse.Namespace):
     # as a job request does: the preset, the file's fields over it, then the flags over both (a full
     # config, e.g. one copied from a report, leaves nothing of the preset)
     try:
-        text = args.config.read_text()
+        text = args.config.read_text(encoding="utf-8-sig")  # a byte-order mark is fine (Windows editors)
     except OSError as exc:
         raise ConfigError(f"--config: cannot read {args.config}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:  # e.g. UTF-16, what PowerShell's > writes
+        raise ConfigError(f"--config: {args.config} is not UTF-8 text; save it as UTF-8") from exc
     from_file = ProtectionConfig.from_json(text)  # checks the file on its own first: its errors name it
     fields = {name: getattr(from_file, name) for name in json.loads(text)}
     fields.update({name: value for name, value in overrides.items() if value is not None})
@@ -151,18 +155,14 @@ def cmd_protect(args: argparse.Namespace) -> int:
     except RuntimeError as exc:  # cuda asked for on a machine without one: a usage error, before any work
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from mmguard_core.data.archive import check_output_path, check_result_file
-
     try:  # a run can take hours: refuse an output or report path it could not write before starting
-        check_output_path(Path(args.output))
-        if args.report:
-            check_result_file(Path(args.report), "--report")
-    except OSError as exc:
+        check_protect_paths(Path(args.input), Path(args.output), Path(args.report) if args.report else None)
+    except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     bar = ProgressBar(quiet=args.quiet)
     try:
-        fields = dict(item.split("=", 1) for item in args.field or [] if "=" in item)
+        fields = dict(args.field or [])
         report = run_protection(args.input, args.output, config, progress=bar, skip_bad=args.skip_bad,
                                 format=args.format, fields=fields or None)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:  # DatasetError, ConfigError, ModelLoadError
@@ -178,13 +178,35 @@ def cmd_protect(args: argparse.Namespace) -> int:
     print(summary_text(report))
     if args.report:
         try:
-            Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.report).write_text(json.dumps(report, indent=2))
+            write_result_file(Path(args.report), json.dumps(report, indent=2))
         except OSError as exc:  # the protected copy is written; say so rather than lose it in a traceback
             print(f"error: could not write the report to {args.report}: {exc.strerror or exc} "
                   f"(the protected data is in {args.output})", file=sys.stderr)
             return 1
     return 0
+
+
+def check_protect_paths(source: Path, output: Path, report: Path | None) -> None:
+    """OSError / ValueError, before any work, for paths the run could only refuse at its end: an
+    output it cannot write, one inside the input (or holding it), a report that is the output or
+    lies inside it (it would replace the protected archive, or fail once the output is a folder)."""
+    check_output_path(output)
+    if source.exists() and (is_inside(output, source) or is_inside(source, output)):
+        what = "the input" if source.is_file() else "inside the input folder"
+        raise ValueError(f"output {output} must not be {what} {source} (nor hold it); write it elsewhere")
+    if report is not None:
+        check_result_file(report, "--report")
+        if is_inside(report, output) or (source.exists() and is_inside(report, source) and source.is_file()):
+            raise ValueError(f"--report {report} would overwrite the protected output or the input; name another file")
+
+
+def field_choice(text: str) -> tuple[str, str]:
+    """argparse type of --field: ROLE=NAME with a role the readers know."""
+    role, sep, name = text.partition("=")
+    if not sep or not name or role not in FIELD_ROLES:
+        raise argparse.ArgumentTypeError(f"{text!r}: use ROLE=NAME with ROLE one of {', '.join(FIELD_ROLES)}, "
+                                         "e.g. answer=label")
+    return role, name
 
 
 def summary_text(report: dict) -> str:
@@ -248,8 +270,15 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
     from mmguard_core.models.zoo import build_zoo
 
     families = args.family or None
-    paths = build_zoo(cache_dir=args.cache_dir, size=args.size, families=families, seed=args.seed,
-                      progress=None if args.quiet else lambda *a: print(*a, file=sys.stderr))
+    try:
+        paths = build_zoo(cache_dir=args.cache_dir, size=args.size, families=families, seed=args.seed,
+                          progress=None if args.quiet else lambda *a: print(*a, file=sys.stderr))
+    except ValueError as exc:  # a family the zoo cannot build
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a cache folder that is a file, read-only, or full
+        print(f"error: {args.cache_dir or 'the zoo cache'}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     for family, path in paths.items():
         print(f"{family}\t{path}")
     return 0
@@ -264,7 +293,7 @@ def register(subparsers) -> None:
     protect.add_argument("--skip-bad", action="store_true", help="drop bad samples instead of refusing the dataset")
     protect.add_argument("--format", help="input format, when auto-detection is ambiguous: "
                          "jsonl, csv, llava, coco, webdataset, parquet")
-    protect.add_argument("--field", action="append", metavar="ROLE=NAME",
+    protect.add_argument("--field", action="append", metavar="ROLE=NAME", type=field_choice,
                          help="field/column name for a role (image, question, answer, caption), e.g. answer=label")
     protect.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_config_arguments(protect)
@@ -274,7 +303,7 @@ def register(subparsers) -> None:
     zoo_sub = zoo.add_subparsers(dest="zoo_command", metavar="ACTION")
     build = zoo_sub.add_parser("build", help="pretrain and cache the tiny zoo models")
     build.add_argument("--size", choices=["test", "small", "small-fillers"], default="small")
-    build.add_argument("--family", action="append", help="only this family (repeatable)")
+    build.add_argument("--family", action="append", choices=FAMILY_NAMES, help="only this family (repeatable)")
     build.add_argument("--cache-dir", type=Path, default=os.environ.get("MMGUARD_CACHE_DIR"))
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("-q", "--quiet", action="store_true")

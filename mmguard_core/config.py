@@ -61,13 +61,20 @@ def parse_epsilon(value: str | float | int, name: str = "epsilon") -> float:
 FAMILY_NAMES = ("gemma3", "idefics3", "internvl", "llava", "llava_next", "paligemma", "qwen2_5_vl", "qwen2_vl")
 
 
-def _check_family(field_name: str, spec: str) -> None:
-    """ConfigError unless `spec` (zoo:FAMILY[@SEED] or FAMILY:PATH) names a known family."""
+def check_model_spec(field_name: str, spec: Any) -> None:
+    """ConfigError (naming `field_name`) unless `spec` reads zoo:FAMILY[@SEED] or FAMILY:PATH with a
+    family the engine knows; torch-free, so the API and the CLI refuse a typo before any work."""
+    if not isinstance(spec, str) or ":" not in spec or not spec.split(":", 1)[1]:
+        raise ConfigError(f"{field_name}: {spec!r} must read FAMILY:PATH (a local checkpoint folder) or zoo:FAMILY[@SEED]")
     prefix, _, rest = spec.partition(":")
-    zoo = prefix == "zoo"
-    family = rest.partition("@")[0] if zoo else prefix
+    family = prefix
+    if prefix == "zoo":
+        try:
+            family, _ = parse_zoo_spec(rest)
+        except ValueError as exc:
+            raise ConfigError(f"{field_name}: {exc}") from None
     if family not in FAMILY_NAMES:
-        kind = "zoo family" if zoo else "family"
+        kind = "zoo family" if prefix == "zoo" else "family"
         raise ConfigError(f"{field_name}: unknown {kind} {family!r}; known: {', '.join(FAMILY_NAMES)}")
 
 
@@ -317,20 +324,9 @@ class ProtectionConfig:
                 f"verify_victim: {victim!r}; use auto, cnn, zoo:FAMILY or FAMILY:PATH (a local checkpoint folder)"
             )
         if victim != "auto" and victim.partition(":")[0] != "cnn":
-            _check_family("verify_victim", victim)
+            check_model_spec("verify_victim", victim)
         for spec in self.surrogates:
-            if not isinstance(spec, str) or ":" not in spec or not spec.split(":", 1)[1]:
-                raise ConfigError(
-                    f"surrogates: {spec!r} must read FAMILY:PATH (a local checkpoint folder) or zoo:FAMILY[@SEED]"
-                )
-            if spec.startswith("zoo:"):
-                try:
-                    parse_zoo_spec(spec.split(":", 1)[1])
-                except ValueError:
-                    raise ConfigError(
-                        f"surrogates: {spec!r}: after @ comes the zoo model's pretraining seed, a whole number >= 0"
-                    ) from None
-            _check_family("surrogates", spec)
+            check_model_spec("surrogates", spec)
 
     # -- JSON round trip ---------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -470,17 +470,21 @@ def evaluate_protection(clean_train: Dataset, protected_train: Dataset, test: Da
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mmguard_core.config import ConfigError, check_model_spec
     from mmguard_core.data import load_dataset
-    from mmguard_core.data.archive import check_result_file
+    from mmguard_core.data.archive import check_result_file, write_result_file
     from mmguard_core.data.errors import DatasetError
     from mmguard_core.engine.ensemble import resolve_device
+    from mmguard_core.victims import NON_TRANSFORMER_PREFIXES
 
-    if args.output:  # fine-tuning takes minutes to hours: refuse a path the result could not go to first
-        try:
+    try:  # fine-tuning takes minutes to hours: refuse a victim or path it could not use first
+        if args.victim.partition(":")[0] not in NON_TRANSFORMER_PREFIXES:
+            check_model_spec("--victim", args.victim)
+        if args.output:
             check_result_file(Path(args.output), "-o")
-        except OSError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+    except (ConfigError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     try:
         args.device = resolve_device(getattr(args, "device", "cpu"))
@@ -515,8 +519,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     written = True
     if args.output:
         try:
-            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.output).write_text(json.dumps(result, indent=2))
+            write_result_file(Path(args.output), json.dumps(result, indent=2))
         except OSError as exc:  # the figures are still printed below
             print(f"error: could not write {args.output}: {exc.strerror or exc}", file=sys.stderr)
             written = False

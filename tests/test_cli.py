@@ -219,6 +219,15 @@ def test_protect_refuses_an_output_or_report_it_could_not_write_before_starting(
     _refused_before_any_work(mmguard("protect", vqa_folder, "-o", tmp_path / "o", "--report", tmp_path, *FAST),
                              "is a folder")
     assert not (tmp_path / "o").exists()
+    # refused at the start, not after hours of work: an output inside the input, a report that is the output
+    _refused_before_any_work(mmguard("protect", vqa_folder, "-o", vqa_folder / "protected", *FAST),
+                             "must not be inside the input folder")
+    assert not (vqa_folder / "protected").exists()
+    _refused_before_any_work(mmguard("protect", vqa_folder, "-o", tmp_path / "o.zip", "--report", tmp_path / "o.zip",
+                                     *FAST), "would overwrite the protected output")
+    _refused_before_any_work(mmguard("protect", vqa_folder, "-o", tmp_path / "o", "--field", "answer", *FAST),
+                             "--field", "use ROLE=NAME")
+    assert not (tmp_path / "o.zip").exists() and not (tmp_path / "o").exists()
 
 
 def test_protect_refuses_a_config_file_with_a_mistyped_field(vqa_folder, tmp_path):
@@ -226,7 +235,18 @@ def test_protect_refuses_a_config_file_with_a_mistyped_field(vqa_folder, tmp_pat
     config.write_text(json.dumps({"bph_betas": ["x", 1, 1]}))
     _refused_before_any_work(mmguard("protect", vqa_folder, "-o", tmp_path / "o", "--config", config, "-q"),
                              "bph_betas")
+    config.write_text(json.dumps({"epsilon": "8/255"}), encoding="utf-16")  # what PowerShell's > writes
+    _refused_before_any_work(mmguard("protect", vqa_folder, "-o", tmp_path / "o", "--config", config, "-q"),
+                             "is not UTF-8 text")
     assert not (tmp_path / "o").exists()
+
+
+def test_unknown_families_are_usage_errors(vqa_folder, tmp_path):
+    _refused_before_any_work(mmguard("evaluate", "--clean-train", vqa_folder, "--protected-train", vqa_folder,
+                                     "--test", vqa_folder, "--victim", "llava"), "--victim: 'llava' must read")
+    _refused_before_any_work(mmguard("evaluate", "--clean-train", vqa_folder, "--protected-train", vqa_folder,
+                                     "--test", vqa_folder, "--victim", "zoo:lava"), "unknown zoo family 'lava'")
+    _refused_before_any_work(mmguard("zoo", "build", "--family", "nope", "--cache-dir", tmp_path), "invalid choice")
 
 
 @pytest.mark.parametrize(("flag", "value", "message"), [

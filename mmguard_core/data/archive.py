@@ -397,6 +397,24 @@ def check_output_path(output: Path, overwrite: bool = False) -> None:
         raise PermissionError(f"{output}: cannot write in {ancestor} (permission denied)")
 
 
+def is_inside(child: Path, parent: Path) -> bool:
+    """Whether `child` is `parent` or lies under it, links resolved."""
+    child_real, parent_real = os.path.realpath(child), os.path.realpath(parent)
+    return child_real == parent_real or child_real.startswith(parent_real.rstrip(os.sep) + os.sep)
+
+
+def write_result_file(path: Path, text: str) -> None:
+    """Write a command's result (a JSON report) whole or not at all: beside the target first, then
+    moved over it, so a full disk or a Ctrl-C never leaves a truncated file where the last one was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
 def check_result_file(path: Path, label: str) -> None:
     """A file a command will (over)write at its end, e.g. a JSON report: refuse a folder or a place it
     could not be created, before the work starts. `label` names the option in the message."""

@@ -43,6 +43,7 @@ from .archive import (
     _check_archive_size,
     archive_kind,
     extract_archive,
+    is_inside,
     iter_tree,
     open_sink,
     output_kind,
@@ -683,11 +684,6 @@ def _join(prefix: str, rel: str) -> str:
     return rel if not prefix else f"{prefix}/{rel}"
 
 
-def _inside(child: Path, parent: Path) -> bool:
-    child_real, parent_real = os.path.realpath(child), os.path.realpath(parent)
-    return child_real == parent_real or child_real.startswith(parent_real.rstrip(os.sep) + os.sep)
-
-
 def _distinct_images(
     samples: list[Sample], by_index: Mapping[int, ProtectedSample], one_per_file: bool
 ) -> list[tuple[np.ndarray, list[Sample]]]:
@@ -737,9 +733,9 @@ def write_protected(
     base = dataset.annotation_base
     if not dataset.root.is_dir() or not all((base / rel).is_file() for rel in dataset.all_annotation_files()):
         raise ValueError(f"the dataset's files are gone ({dataset.root}); write before dataset.close()")
-    if _inside(out, source_root) or _inside(source_root, out):
+    if is_inside(out, source_root) or is_inside(source_root, out):
         raise ValueError(f"output {out} must not be inside the input {source_root} (nor contain it)")
-    if dataset.source_path is not None and dataset.bare_archive is not None and _inside(out, dataset.source_path):
+    if dataset.source_path is not None and dataset.bare_archive is not None and is_inside(out, dataset.source_path):
         raise ValueError(f"output {out} must not be the input {dataset.source_path}")
     fmt = get_format(dataset.layout)
     embedded = fmt.embedded and dataset.scratch_dir is not None

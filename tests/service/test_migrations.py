@@ -64,3 +64,19 @@ def scratch_pg() -> str:
 
 def test_postgres_upgrade_downgrade(scratch_pg: str, tmp_path: Path) -> None:
     check_round_trip(scratch_pg, service_env({"MMGUARD_DATABASE_URL": scratch_pg}), tmp_path, [])
+
+
+def test_db_and_admin_mistakes_are_one_line_errors(tmp_path: Path) -> None:
+    env = service_env({})
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    cases = [  # (arguments, exit code, a piece of the message)
+        (["db", "downgrade", "nosuchrev", "--data-dir", str(tmp_path / "state")], 2, "Can't locate revision"),
+        (["db", "upgrade", "--data-dir", str(a_file)], 1, "Not a directory"),
+        (["admin", "revoke-key", "mmg_0123456789ab_nope", "--data-dir", str(tmp_path / "fresh")], 1, "no such active key"),
+    ]
+    for args, code, message in cases:
+        result = subprocess.run([str(VENV_BIN / "mmguard"), *args], env=env, cwd=tmp_path, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == code and message in result.stderr, (args, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr
