@@ -215,7 +215,10 @@ def test_the_pipeline_reports_the_verification(colour_dataset, tmp_path):
 
 
 def test_a_typo_in_the_victim_fails_before_protecting(colour_dataset, tmp_path):
-    config = preset("fast", **TINY, verify=True, verify_victim="zoo:lava")
+    with pytest.raises(ConfigError, match="verify_victim: unknown zoo family 'lava'"):
+        preset("fast", **TINY, verify=True, verify_victim="zoo:lava")  # refused where the config is written
+    config = preset("fast", **TINY, verify=True)
+    config.verify_victim = "zoo:lava"  # set after validation: still refused before any protection work
     with pytest.raises(ConfigError, match="verify_victim"):
         run_protection(colour_dataset, tmp_path / "out", config)
     assert not (tmp_path / "out").exists()
