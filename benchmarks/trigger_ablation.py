@@ -38,10 +38,11 @@ from mmguard_core.data import load_dataset  # noqa: E402
 from mmguard_core.evaluate import VictimRecipe, evaluate_protection  # noqa: E402
 from mmguard_core.pipeline import run_protection  # noqa: E402
 
-# the presets' image noise of the tenth and eleventh sessions (targeted, plain clean-task copies),
-# written out so the variants below keep their meaning whatever --preset or --base says; the
-# "-robust" variants put the twelfth session's adversarially fine-tuned copies on top
-TARGETED = {"sample_objective": "targeted", "shared_steps": 0, "robust_epsilon": 0.0}
+# the presets' image noise of the tenth and eleventh sessions (targeted, plain clean-task copies,
+# pixel-level noise), written out so the variants below keep their meaning whatever --preset or
+# --base says; the "-robust" variants put the twelfth session's adversarially fine-tuned copies on top
+TARGETED = {"sample_objective": "targeted", "shared_steps": 0, "robust_epsilon": 0.0, "sample_noise_scale": 1,
+            "plain_copies": False}
 
 VARIANTS: dict[str, dict] = {
     "prefix-distinct": {"trigger_position": "prefix", "trigger_vocabulary": "distinct"},

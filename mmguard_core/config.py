@@ -386,9 +386,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "balanced": {},
     # longer optimisation, more transformations (JPEG), a wider trigger search and a longer trigger
     # (20 inserted words, not 12: protection of held-out families grew with trigger length, method.md);
-    # the bi-level settings count only when a config turns the group pattern back on (shared_steps)
+    # smooth per-sample noise (a 4x coarser grid) against a plain copy of each surrogate beside each
+    # robust one (fourteenth session: over six protection seeds fewer cells under target and cleaner
+    # images, for 1.6x the time; method.md); the bi-level settings count only when a config turns the
+    # group pattern back on (shared_steps)
     "strong": {"sample_steps": 10, "bilevel_rounds": 4, "inner_steps": 20, "trigger_candidates": 128,
-               "eot_transforms": ["resize", "crop", "blur", "noise", "jpeg"], "trigger_length": 5},
+               "eot_transforms": ["resize", "crop", "blur", "noise", "jpeg"], "trigger_length": 5,
+               "sample_noise_scale": 4, "plain_copies": True},
 }
 
 

@@ -118,8 +118,14 @@ def test_a_stored_config_from_before_the_robust_copies_keeps_its_plain_copies():
     assert ProtectionConfig.from_dict(stored).robust_epsilon == 0.0
     assert ProtectionConfig.from_dict(stored).sample_noise_scale == 1  # full-resolution noise, as then
     # and one from the twelfth session, written with robust copies but before sample_noise_scale
-    twelfth = {k: v for k, v in preset("strong").to_dict().items() if k != "sample_noise_scale"}
+    twelfth = {k: v for k, v in preset("strong").to_dict().items() if k not in ("sample_noise_scale", "plain_copies")}
     assert ProtectionConfig.from_dict(twelfth).robust_epsilon == 2 / 255
+    # a stored strong job from before the fourteenth session keeps its pixel noise and robust copies only
+    assert (ProtectionConfig.from_dict(twelfth).sample_noise_scale, ProtectionConfig.from_dict(twelfth).plain_copies) \
+        == (1, False)
+    # strong (since the fourteenth session): smooth noise against plain and robust copies; balanced as it was
+    assert (preset("strong").sample_noise_scale, preset("strong").plain_copies) == (4, True)
+    assert (preset("balanced").sample_noise_scale, preset("balanced").plain_copies) == (1, False)
     assert ProtectionConfig.from_dict({**stored, "momentum": 0.0}).robust_epsilon == 0.0
     # a partial config (a user's --config file or job request) gets the current default
     assert ProtectionConfig.from_dict({"target_steps": 40}).robust_epsilon == 2 / 255
