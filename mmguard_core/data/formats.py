@@ -353,9 +353,7 @@ def _check_images(
     link its images in from elsewhere. Images a format copied out of its own files (scratch_dir)
     must resolve inside that folder."""
     annotation = _annotation_rel(dataset, container, dataset.annotation_file)
-    confine_root = dataset.scratch_dir if dataset.scratch_dir is not None else container
-    confine = confine or dataset.scratch_dir is not None
-    container_real = os.path.realpath(confine_root)
+    confine_root = dataset.scratch_dir if dataset.scratch_dir is not None else container if confine else None
     groups: dict[str, list[int]] = {}
     for position, sample in enumerate(dataset.samples):
         groups.setdefault(sample.image_path, []).append(position)
@@ -364,7 +362,7 @@ def _check_images(
     for rel, positions in groups.items():
         file = dataset.root / rel
         try:
-            message = _image_problem(file, rel, confine, container_real, limits, decode)
+            message = _image_problem(file, rel, confine_root, limits, decode)
         except OSError as exc:  # a name the file system refuses, a permission, a loop of links
             message = f"image {rel!r}: cannot read: {exc.strerror or exc}"
         if message is not None:
@@ -383,23 +381,22 @@ def _check_texts(dataset: Dataset, container: Path) -> tuple[set[int], list[Prob
     problems: list[Problem] = []
     annotation = _annotation_rel(dataset, container, dataset.annotation_file)
     for position, sample in enumerate(dataset.samples):
-        for name, text in (("question", sample.question), ("answer", sample.answer)):
+        for field_name, text in ((dataset.question_field, sample.question), (dataset.answer_field, sample.answer)):
             if text is not None and _has_surrogate(text):
                 bad.add(position)
-                what = dataset.question_field if name == "question" else dataset.answer_field
                 problems.append(Problem(sample.source or annotation, sample.line or None,
-                                        f"field {what!r} contains an invalid code point (a lone surrogate, "
+                                        f"field {field_name!r} contains an invalid code point (a lone surrogate, "
                                         "e.g. half of an escaped emoji)"))
                 break
     return bad, problems
 
 
 def _image_problem(
-    file: Path, rel: str, confine: bool, container_real: str, limits: IngestLimits, decode: bool
+    file: Path, rel: str, confine_root: Path | None, limits: IngestLimits, decode: bool
 ) -> str | None:
-    """Why the image at `file` is unusable, or None when it is fine."""
-    real = os.path.realpath(file)
-    if confine and real != container_real and not real.startswith(container_real + os.sep):
+    """Why the image at `file` is unusable, or None when it is fine; with a `confine_root` it must
+    resolve inside that folder."""
+    if confine_root is not None and not is_inside(file, confine_root):
         return f"image {rel!r} points outside the dataset folder"
     if not file.exists():
         return f"image {rel!r} not found" + _did_you_mean(file)
