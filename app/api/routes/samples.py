@@ -96,13 +96,13 @@ class _PreviewCache:
                 return loaded
             try:
                 loaded = _extract(job, source_key, storage, settings)
+                with self.lock:
+                    self.items[job.id] = loaded
+                    while len(self.items) > self.size:
+                        self.items.popitem(last=False)[1].close()
             finally:
                 with self.lock:
                     self.loading.pop(job.id, None)
-            with self.lock:
-                self.items[job.id] = loaded
-                while len(self.items) > self.size:
-                    self.items.popitem(last=False)[1].close()
             return loaded
 
 
@@ -119,11 +119,10 @@ def _extract(job: Job, source_key: str | None, storage: Storage, settings: Setti
         if source_key is not None and storage.exists(source_key):
             with storage.local_path(source_key) as path:
                 original = load_dataset(path, work_dir=folder, decode_images=False)
-    except (DatasetError, StorageError) as exc:  # StorageError: e.g. deleted between exists() and the read
+    except BaseException as exc:
         _Loaded(folder, original, protected).close()
-        raise ApiError(409, f"the job's files cannot be read for a preview: {exc}") from exc
-    except BaseException:
-        _Loaded(folder, original, protected).close()
+        if isinstance(exc, DatasetError | StorageError):  # StorageError: e.g. deleted between exists() and the read
+            raise ApiError(409, f"the job's files cannot be read for a preview: {exc}") from exc
         raise
     return _Loaded(folder, original, protected)
 
