@@ -196,7 +196,7 @@ def check_protect_paths(source: Path, output: Path, report: Path | None) -> None
         raise ValueError(f"output {output} must not be {what} {source} (nor hold it); write it elsewhere")
     if report is not None:
         check_result_file(report, "--report")
-        if is_inside(report, output) or (source.exists() and is_inside(report, source) and source.is_file()):
+        if is_inside(report, output) or (source.is_file() and is_inside(report, source)):
             raise ValueError(f"--report {report} would overwrite the protected output or the input; name another file")
 
 
