@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmguard_core.config import ConfigError, ProtectionConfig, parse_zoo_spec
+from mmguard_core.config import ConfigError, ProtectionConfig, check_model_spec, parse_zoo_spec
 from mmguard_core.engine.grouping import choose_structure
 
 VERIFY_COUNTERMEASURES = ("jpeg75", "downscale")
@@ -75,18 +75,8 @@ def check_victim(config: ProtectionConfig) -> str:
     prefix, _, rest = victim.partition(":")
     if prefix == "cnn":
         return victim
-    from mmguard_core.models.registry import FAMILIES
-
-    if prefix == "zoo":
-        try:
-            family, _ = parse_zoo_spec(rest)
-        except ValueError as error:
-            raise ConfigError(f"verify_victim: {error}") from None
-        if family not in FAMILIES:
-            raise ConfigError(f"verify_victim: unknown zoo family {family!r}; known: {', '.join(sorted(FAMILIES))}")
-    elif prefix not in FAMILIES:
-        raise ConfigError(f"verify_victim: unknown family {prefix!r}; known: {', '.join(sorted(FAMILIES))}")
-    elif not Path(rest).is_dir():
+    check_model_spec("verify_victim", victim)  # the same check a config gets when it is written
+    if prefix != "zoo" and not Path(rest).is_dir():
         raise ConfigError(f"verify_victim: {rest!r} is not a checkpoint folder")
     return victim
 
