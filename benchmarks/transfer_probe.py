@@ -48,7 +48,6 @@ VARIANTS: dict[str, dict] = {
     "grid32": {"sample_noise_scale": 32},
     "robust-only": {"plain_copies": False},
     "momentum": {"momentum": 1.0},
-    "nearest": {"target_choice": "nearest"},
 }
 
 

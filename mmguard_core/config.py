@@ -20,7 +20,6 @@ TRIGGER_ORDERS = ("rare_first", "code_first")
 TRANSFORMS = ("resize", "crop", "blur", "noise", "jpeg")
 INNER_RECIPES = ("full", "lora")
 SAMPLE_OBJECTIVES = ("minimize", "targeted")
-TARGET_CHOICES = ("next", "nearest")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
 ZOO_SIZES = ("test", "small", "small-fillers")
@@ -153,10 +152,6 @@ class ProtectionConfig:
     # mixed vocabulary: which part comes first on each side. "code_first" puts the rare words last, i.e.
     # right before the answer after the question (sixth session's probe, docs/method.md)
     trigger_order: str = "rare_first"
-    # everyday codes too many to list (`strong`'s 10-word codes from 20 words): candidate codes scored
-    # per group for being far from the others (0: drawn at random, which let two groups share 8 of
-    # their 10 words -- hard to tell apart once an attacker strips the rare words; method.md)
-    code_samples: int = 0
     # > 1: that many whole trigger assignments (the searched one and seeded alternatives) are raced in a
     # simulated attack -- a copy of each surrogate fine-tuned on the protected data with that assignment
     # -- and the one after which the copies do worst on CLEAN samples is kept (bi-level for the words)
@@ -188,10 +183,6 @@ class ProtectionConfig:
     # Fowl et al. 2021), so a victim learns a true feature the labels contradict (method.md, tenth session)
     sample_objective: str = "targeted"
     target_steps: int = 80  # fine-tuning steps of those clean-task surrogate copies ("targeted" only)
-    # which other group each group's images are aimed at ("targeted" only): "next" (group g -> g + 1,
-    # cyclically) or "nearest" (the group whose mean image layout is closest: the smallest move in
-    # what the images look like, so the same bound goes further)
-    target_choice: str = "next"
     # momentum of the per-sample PGD (MI-FGSM decay; 0 = plain signed steps): steps follow the running,
     # normalised gradient over the EOT draws, which made adversarial examples transfer across models
     momentum: float = 0.0
@@ -257,7 +248,6 @@ class ProtectionConfig:
         choice("trigger_order", TRIGGER_ORDERS)
         choice("inner_recipe", INNER_RECIPES)
         choice("sample_objective", SAMPLE_OBJECTIVES)
-        choice("target_choice", TARGET_CHOICES)
         choice("device", DEVICES)
         choice("dtype", DTYPES)
         choice("zoo_size", ZOO_SIZES)
@@ -276,7 +266,6 @@ class ProtectionConfig:
         in_range("trigger_length", 0, 8)
         in_range("trigger_candidates", 1, 100_000)
         in_range("trigger_trials", 1, 64)
-        in_range("code_samples", 0, 100_000)
         in_range("trigger_trial_steps", 1, 10_000)
         in_range("bph_weight", 0.0, 100.0)
         in_range("crs_weight", 0.0, 100.0)
@@ -302,7 +291,7 @@ class ProtectionConfig:
         in_range("seed", 0, 2**32 - 1)
         in_range("threads", 1, 256)
         for name in ("shared_steps", "sample_steps", "bilevel_rounds", "inner_steps", "binding_steps", "target_steps",
-                     "num_clusters", "noise_scale", "sample_noise_scale", "trigger_length", "trigger_candidates", "code_samples",
+                     "num_clusters", "noise_scale", "sample_noise_scale", "trigger_length", "trigger_candidates",
                      "trigger_trials", "trigger_trial_steps", "batch_size", "seed", "threads", "verify_samples",
                      "verify_seeds"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):

@@ -77,15 +77,10 @@ class Grouping:
     @classmethod
     def fit(cls, structure: str, answers: Sequence[str], images: Sequence[torch.Tensor],
             num_clusters: int, seed: int) -> Grouping:
-        features = image_features(images)
         if structure == "answer":
             keys = sorted({normalise_answer(a) for a in answers})
-            index = {key: j for j, key in enumerate(keys)}
-            labels = np.array([index[normalise_answer(a)] for a in answers])
-            # each answer's mean layout: not used to assign (the answer does), but to find the groups
-            # that look alike (`preference`)
-            return cls("answer", keys, np.stack([features[labels == j].mean(0) for j in range(len(keys))]))
-        centroids = kmeans(features, num_clusters, seed)
+            return cls("answer", keys)
+        centroids = kmeans(image_features(images), num_clusters, seed)
         return cls("cluster", [f"cluster-{j}" for j in range(len(centroids))], centroids)
 
     def assign(self, answers: Sequence[str], images: Sequence[torch.Tensor]) -> list[int]:
@@ -100,17 +95,6 @@ class Grouping:
             return out
         assert self.centroids is not None
         return assign_nearest(image_features(images), self.centroids).tolist()
-
-    def preference(self, group: int, choice: str) -> list[int]:
-        """The other groups in the order a targeted noise aims `group` at them: "next" cyclically
-        after it; "nearest" by the distance between their mean image layouts (closest first; a
-        grouping stored without layouts falls back to "next")."""
-        n = len(self.keys)
-        following = [(group + step) % n for step in range(1, n)]
-        if choice != "nearest" or self.centroids is None or len(self.centroids) != n:
-            return following
-        distance = ((self.centroids - self.centroids[group]) ** 2).sum(1)
-        return sorted(following, key=lambda other: (distance[other], following.index(other)))
 
     def to_dict(self) -> dict:
         return {

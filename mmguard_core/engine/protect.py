@@ -359,7 +359,7 @@ def protect_shard(
         clean_task_seconds = time.perf_counter() - t0
         clock.seconds += clean_task_seconds
         _check(should_stop)
-        targets = _target_answers(data.answers, groups, data.indices, shared.grouping, config.target_choice)
+        targets = _target_answers(data.answers, groups, data.indices, shared.grouping)
         prompts = [base_prompt(q, t) for q, t in zip(data.questions, targets, strict=True)]
     for start in range(0, n, config.batch_size):
         _check(should_stop)
@@ -414,25 +414,26 @@ def protect_shard(
 
 
 def _target_answers(answers: Sequence[str], groups: Sequence[int], indices: Sequence[int],
-                    grouping: Grouping, choice: str = "next") -> list[str]:
-    """Each sample's target for the targeted objective: an answer of another group of the job's
-    grouping, the first in `grouping.preference` (`target_choice`: the next group, or the one that
-    looks most alike), so every image of one group is pushed towards the same other answer in every
-    shard (class-consistent, the form that poisoned best in Fowl et al.).
+                    grouping: Grouping) -> list[str]:
+    """Each sample's target for the targeted objective: an answer of the next group in the job's
+    grouping (group g -> g + 1, cyclically), so every image of one group is pushed towards the same
+    other answer in every shard (class-consistent, the form that poisoned best in Fowl et al.).
 
     The text is a shard member's answer of that group; for answer groups missing from the shard, the
-    group's key (its normalised answer); for clusters missing from it, the next preferred cluster the
-    shard holds. Which member: picked by the sample's dataset index, so the choice does not depend on
-    the split."""
+    group's key (its normalised answer); for clusters missing from it, the next cluster the shard holds.
+    Which member: picked by the sample's dataset index, so the choice does not depend on the split."""
+    num_groups = len(grouping.keys)
     keys = grouping.keys if grouping.structure == "answer" else None
     members: dict[int, list[int]] = {}
     for position, group in enumerate(groups):
         members.setdefault(group, []).append(position)
-    preference = {group: grouping.preference(group, choice) for group in members}
     targets = []
     for position, group in enumerate(groups):
         target = None
-        for following in preference[group]:
+        for step in range(1, num_groups + 1):
+            following = (group + step) % num_groups
+            if following == group:
+                break
             if following in members:
                 pool = members[following]
                 target = answers[pool[indices[position] % len(pool)]]

@@ -131,52 +131,36 @@ def shared_code_part(texts: Sequence[str], num_groups: int, config: ProtectionCo
     if not code_length:
         return [[] for _ in range(num_groups)]
     words = shared_pool(texts, shared_vocabulary_size(num_groups, code_length), gen)
-    return shared_codes(words, num_groups, code_length, gen, config.code_samples)
+    return shared_codes(words, num_groups, code_length, gen)
 
 
-MAX_CODE_SEARCH = 2000  # above this many possible codes, sample candidates (or draw codes at random)
-MAX_SAMPLED_GROUPS = 256  # beyond this many groups sampled codes are drawn at random (about 1 s at 256)
+MAX_CODE_SEARCH = 2000  # above this many possible codes, draw them at random instead of spreading them
 
 
-def shared_codes(words: Sequence[str], num_groups: int, length: int, gen: torch.Generator,
-                 samples: int = 0) -> list[list[str]]:
+def shared_codes(words: Sequence[str], num_groups: int, length: int, gen: torch.Generator) -> list[list[str]]:
     """One distinct `length`-subset of `words` per group (in the words' order). Greedy: each next
     code is the one farthest (fewest shared words) from the codes chosen so far, then the one whose
     words are least used -- codes that differ in several words are easier to tell apart, and even
-    use keeps every word frequent. The candidates are every possible code while there are at most
-    MAX_CODE_SEARCH; beyond that, `samples` random codes per group (`code_samples`) for up to
-    MAX_SAMPLED_GROUPS groups; else the codes are drawn at random (before the fifteenth session
-    always, when two of six groups' 10-word codes could share 8 words)."""
+    use keeps every word frequent."""
     n = len(words)
-    listed = math.comb(n, length) <= MAX_CODE_SEARCH
-    if not listed and (samples <= 0 or num_groups > MAX_SAMPLED_GROUPS):
+    if math.comb(n, length) > MAX_CODE_SEARCH:
         chosen_set: set[tuple[int, ...]] = set()
         while len(chosen_set) < num_groups:
             chosen_set.add(tuple(sorted(torch.randperm(n, generator=gen)[:length].tolist())))
         return [[words[w] for w in code] for code in sorted(chosen_set)]
-    if listed:
-        every = torch.tensor(list(combinations(range(n), length)), dtype=torch.long).view(-1, length)
-        candidates = _one_hot_codes(every[torch.randperm(len(every), generator=gen)], n)
-        available = torch.ones(len(candidates), dtype=torch.bool)
-    use = torch.zeros(n, dtype=torch.long)
-    chosen = torch.zeros(0, n, dtype=torch.long)
+    codes = [frozenset(c) for c in combinations(range(n), length)]
+    order = torch.randperm(len(codes), generator=gen).tolist()
+    pending = [codes[i] for i in order]
+    use = [0] * n
+    chosen: list[frozenset[int]] = []
     for _ in range(num_groups):
-        if not listed:
-            candidates = _one_hot_codes(torch.rand(samples, n, generator=gen).argsort(dim=1)[:, :length], n)
-            available = (candidates @ chosen.T < length).all(dim=1)  # not a code already chosen
-        nearest = (candidates @ chosen.T).amax(dim=1) if len(chosen) else torch.zeros(len(candidates), dtype=torch.long)
-        # (fewest shared words, least-used words) in order; the first such candidate wins
-        score = (nearest * (length * num_groups + 1) + candidates @ use).masked_fill(~available, -1)
-        best = int(torch.where(available, score, score.max() + 1).argmin())
-        available[best] = False
-        chosen = torch.cat([chosen, candidates[best : best + 1]])
-        use += candidates[best]
-    return [[words[w] for w in code.nonzero().flatten().tolist()] for code in chosen]
-
-
-def _one_hot_codes(codes: torch.Tensor, n: int) -> torch.Tensor:
-    """(k, length) word indices -> (k, n) 0/1 rows."""
-    return torch.zeros(len(codes), n, dtype=torch.long).scatter_(1, codes, 1)
+        best = min(pending, key=lambda code: (max((len(code & c) for c in chosen), default=0),
+                                              sum(use[w] for w in code)))
+        pending.remove(best)
+        chosen.append(best)
+        for w in best:
+            use[w] += 1
+    return [[words[w] for w in sorted(code)] for code in chosen]
 
 
 def shared_pool(texts: Sequence[str], size: int, gen: torch.Generator) -> list[str]:
