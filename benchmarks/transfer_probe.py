@@ -36,7 +36,8 @@ from benchmarks.common import write_task  # noqa: E402
 from benchmarks.eval_matrix import CNN_RECIPE  # noqa: E402
 from mmguard_core.config import preset  # noqa: E402
 from mmguard_core.data import load_dataset  # noqa: E402
-from mmguard_core.engine.grouping import normalise_answer  # noqa: E402
+from mmguard_core.engine.grouping import Grouping  # noqa: E402
+from mmguard_core.engine.protect import _target_answers  # noqa: E402
 from mmguard_core.evaluate import Split, VictimRecipe, read_split  # noqa: E402
 from mmguard_core.pipeline import run_protection  # noqa: E402
 from mmguard_core.victims import make_victim  # noqa: E402
@@ -45,17 +46,16 @@ VARIANTS: dict[str, dict] = {
     "control": {},
     "pixel": {"sample_noise_scale": 1},
     "grid8": {"sample_noise_scale": 8},
-    "grid32": {"sample_noise_scale": 32},
     "robust-only": {"plain_copies": False},
     "momentum": {"momentum": 1.0},
 }
 
 
-def next_answer(answers: list[str]) -> dict[str, str]:
-    """The answer the targeted noise aims each answer at: the next group in sorted order, as the
-    answer grouping numbers them."""
-    keys = sorted({normalise_answer(a) for a in answers})
-    return {k: keys[(i + 1) % len(keys)] for i, k in enumerate(keys)}
+def aimed_answers(split: Split) -> list[str]:
+    """Per sample, the answer the targeted noise aims its image at (the engine's own choice)."""
+    grouping = Grouping.fit("answer", split.answers, split.images, num_clusters=1, seed=0)
+    groups = grouping.assign(split.answers, split.images)
+    return _target_answers(split.answers, groups, range(len(groups)), grouping)
 
 
 def shares(victim, split: Split, answers_to_score: list[str]) -> float:
@@ -64,7 +64,7 @@ def shares(victim, split: Split, answers_to_score: list[str]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", default="control")
+    parser.add_argument("--variants", default="control", help=f"comma separated: {', '.join(VARIANTS)}")
     parser.add_argument("--preset", default="strong")
     parser.add_argument("--task", default="color@0.2")
     parser.add_argument("--train", type=int, default=500)
@@ -77,16 +77,19 @@ def main() -> int:
     parser.add_argument("--base", type=json.loads, default={}, help="JSON config fields under every variant")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/transfer_probe.json"))
     args = parser.parse_args()
+    unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     torch.set_num_threads(1)
     recipe = VictimRecipe()
-    results: dict = {"setup": vars(args) | {"out": str(args.out), "recipe": recipe.__dict__}, "rows": []}
+    results: dict = {"setup": vars(args) | {"out": str(args.out), "recipe": recipe.__dict__,
+                                            "cnn_recipe": CNN_RECIPE.__dict__}, "rows": []}
     with tempfile.TemporaryDirectory(prefix="mmguard-transfer-") as scratch:
         scratch = Path(scratch)
         train_dir, test_dir = write_task(scratch, args.task, args.train, args.test)
         clean = read_split(load_dataset(train_dir, work_dir=scratch))
         test = read_split(load_dataset(test_dir, work_dir=scratch))
-        aim = next_answer(clean.answers)
-        targets = [aim[normalise_answer(a)] for a in clean.answers]
+        targets = aimed_answers(clean)
         victims = {}
         for spec in args.victims.split(","):
             torch.manual_seed(args.seed)
