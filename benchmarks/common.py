@@ -12,9 +12,18 @@ where the image noise can compete with the true feature at all).
 
 from __future__ import annotations
 
+import hashlib
+import platform
+import subprocess
+from importlib import metadata
 from pathlib import Path
 
 from mmguard_core import synth
+
+ROOT = Path(__file__).resolve().parent.parent
+# what makes a figure: the engine and the benchmark scripts (the data, victims and recipes live here)
+CODE_FOLDERS = ("mmguard_core", "benchmarks")
+PACKAGES = ("torch", "transformers", "peft", "numpy", "pillow")
 
 CODEWORDS = {"red": "apple", "green": "house", "blue": "river", "yellow": "window", "purple": "tree",
              "orange": "book"}
@@ -56,3 +65,42 @@ def write_task(folder: Path, task: str, n_train: int, n_test: int) -> tuple[Path
 def output_file(out: Path, suffix: str) -> Path:
     """OUT + suffix, not OUT.with_suffix(): a run named small-color@0.2-1 has no suffix to replace."""
     return out.parent / f"{out.name}{suffix}"
+
+
+def code_state() -> dict:
+    """Which code and packages made a figure, stored in each run's setup: the commit, the files under
+    CODE_FOLDERS that differ from it, and a hash of those folders' Python files as they were read --
+    two runs with the same hash ran the same code, committed or not (a fifteenth-session control was
+    made by a working tree no commit holds, and only the PSNR gave it away; docs/evaluation.md)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for folder in CODE_FOLDERS for p in (ROOT / folder).rglob("*.py")):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    state: dict = {"source_sha256": digest.hexdigest()[:16], "commit": None, "uncommitted": []}
+    try:
+        state["commit"] = _git("rev-parse", "--short=12", "HEAD").strip() or None
+        changed = _git("status", "--porcelain", "--untracked-files=all", "--", *CODE_FOLDERS).splitlines()
+        state["uncommitted"] = sorted(line[3:] for line in changed if line[3:].endswith(".py"))
+    except (OSError, subprocess.SubprocessError):  # no git, or not a checkout: the hash still tells
+        pass
+    state["python"] = platform.python_version()
+    for name in PACKAGES:
+        try:
+            state[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            state[name] = None
+    return state
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+def describe_code(state: dict | None) -> str:
+    """One line for a table's header: commit, uncommitted files, source hash, package versions."""
+    if not state:
+        return "Code: not recorded (a run from before the sixteenth session)."
+    commit = state.get("commit") or "no git checkout"
+    dirty = state.get("uncommitted") or []
+    changes = f" with uncommitted changes to {', '.join(dirty)}" if dirty else ""
+    packages = ", ".join(f"{name} {state.get(name)}" for name in PACKAGES if state.get(name))
+    return f"Code: commit {commit}{changes}; source hash {state['source_sha256']}; {packages}."

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks.common import output_file, write_task  # noqa: E402
+from benchmarks.common import code_state, describe_code, output_file, write_task  # noqa: E402
 from mmguard_core.config import preset  # noqa: E402
 from mmguard_core.data import load_dataset  # noqa: E402
 from mmguard_core.evaluate import COUNTERMEASURES, VictimRecipe, evaluate_protection  # noqa: E402
@@ -130,7 +130,7 @@ def main() -> int:
     setup = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     setup |= {"victims": threats, "base_recipe": asdict(base), "cnn_recipe": asdict(CNN_RECIPE),
               "recipe_variants": {k: asdict(v) for k, v in variants.items()}, "torch_threads": torch.get_num_threads(),
-              "zoo_cache": os.environ.get("MMGUARD_CACHE_DIR", "~/.cache/mmguard/zoo")}
+              "zoo_cache": os.environ.get("MMGUARD_CACHE_DIR", "~/.cache/mmguard/zoo"), "code": code_state()}
     results: dict = {"setup": setup, "tasks": {}}
     with tempfile.TemporaryDirectory(prefix="mmguard-matrix-") as scratch:
         scratch = Path(scratch)
@@ -195,6 +195,7 @@ def markdown(results: dict, argv: list[str]) -> str:
                  f"victim seeds {setup['seeds']}, base recipe {setup['base_recipe']}, non-transformer recipe "
                  f"{setup['cnn_recipe']}, {setup['torch_threads']} torch thread(s)."
                  + (f" Wall time {results['seconds'] / 60:.1f} min." if "seconds" in results else " (partial)"))
+    lines += ["", describe_code(setup.get("code"))]
     lines.append("")
     lines.append("Protection = 1 − (acc_protected − floor)/(acc_clean − floor), capped at 1, floor = test majority "
                  "rate; mean ± population std over seeds. acc columns: clean-trained / protected-trained "

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import output_file  # noqa: E402
+from benchmarks.common import describe_code, output_file  # noqa: E402
 
 TARGETS = {"white-box": 0.99, "gray-box": 0.95, "black-box": 0.95}
 
@@ -49,8 +49,10 @@ def pool(files: list[Path]) -> dict:
             group = groups.setdefault((setup["zoo_size"], task), {"rows": {}, "seeds": set(), "psnr": [],
                                                                    "preset": setup["preset"],
                                                                    "victim_seeds": set(),
-                                                                   "ensemble": setup["ensemble"]})
+                                                                   "ensemble": setup["ensemble"], "code": {}})
             group["seeds"].add(seed)
+            code = setup.get("code")
+            group["code"].setdefault(code["source_sha256"] if code else None, (code, []))[1].append(seed)
             group["victim_seeds"].update(int(v) for v in str(setup["seeds"]).split(","))
             group["psnr"].append(rows["report_summary"]["psnr_mean"])
             for result in rows["threats"].values():
@@ -61,6 +63,17 @@ def pool(files: list[Path]) -> dict:
             for name, result in rows["recipes"].items():
                 group["rows"].setdefault(f"recipe {name} (white-box)", []).extend(cell_runs(result, seed))
     return groups
+
+
+def code_lines(codes: dict) -> list[str]:
+    """The code that made the pooled runs; more than one state is called out, since pooled seeds of
+    different code are not draws of one method."""
+    if len(codes) == 1:
+        (code, _), = codes.values()
+        return [describe_code(code), ""]
+    lines = ["**The runs were made by different code** (the pool mixes methods):"]
+    lines += [f"- protection seeds {sorted(seeds)}: {describe_code(code)}" for code, seeds in codes.values()]
+    return [*lines, ""]
 
 
 def summarise(values: list[tuple[int, float]]) -> dict:
@@ -87,6 +100,7 @@ def main() -> int:
         lines += [f"### {task}, zoo `{zoo}`", "",
                   f"Preset `{group['preset']}`, ensemble {group['ensemble']}, protection seeds {seeds}, victim "
                   f"seeds {sorted(group['victim_seeds'])}; PSNR {min(group['psnr']):.1f}–{max(group['psnr']):.1f} dB.", "",
+                  *code_lines(group["code"]),
                   "| row | protection, mean ± std | per protection seed (min – max) | runs | target |",
                   "| --- | --- | --- | --- | --- |"]
         for row, values in group["rows"].items():

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks.common import write_task  # noqa: E402
+from benchmarks.common import code_state, write_task  # noqa: E402
 from benchmarks.eval_matrix import CNN_RECIPE  # noqa: E402
 from mmguard_core.config import preset  # noqa: E402
 from mmguard_core.data import load_dataset  # noqa: E402
@@ -83,7 +83,7 @@ def main() -> int:
     torch.set_num_threads(1)
     recipe = VictimRecipe()
     results: dict = {"setup": vars(args) | {"out": str(args.out), "recipe": recipe.__dict__,
-                                            "cnn_recipe": CNN_RECIPE.__dict__}, "rows": []}
+                                            "cnn_recipe": CNN_RECIPE.__dict__, "code": code_state()}, "rows": []}
     with tempfile.TemporaryDirectory(prefix="mmguard-transfer-") as scratch:
         scratch = Path(scratch)
         train_dir, test_dir = write_task(scratch, args.task, args.train, args.test)

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks.common import write_task  # noqa: E402
+from benchmarks.common import code_state, write_task  # noqa: E402
 from mmguard_core.config import preset  # noqa: E402
 from mmguard_core.data import load_dataset  # noqa: E402
 from mmguard_core.evaluate import VictimRecipe, evaluate_protection  # noqa: E402
@@ -155,7 +155,7 @@ def main() -> int:
     torch.set_num_threads(1)
     seeds = tuple(int(s) for s in args.seeds.split(","))
     conditions = ["none", *[c for c in args.countermeasures.split(",") if c]]
-    results: dict = {"setup": vars(args) | {"out": str(args.out)}, "rows": []}
+    results: dict = {"setup": vars(args) | {"out": str(args.out), "code": code_state()}, "rows": []}
     with tempfile.TemporaryDirectory(prefix="mmguard-ablation-") as scratch:
         scratch = Path(scratch)
         train_dir, test_dir = write_task(scratch, args.task, args.train, args.test)
