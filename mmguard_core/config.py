@@ -17,6 +17,7 @@ TRIGGER_PLACEMENTS = ("instruction", "caption_prefix", "off")
 TRIGGER_POSITIONS = ("prefix", "suffix", "both", "split", "twice")
 TRIGGER_VOCABULARIES = ("distinct", "shared", "mixed")
 TRIGGER_ORDERS = ("rare_first", "code_first")
+CODE_DESIGNS = ("random", "pairs")
 TRANSFORMS = ("resize", "crop", "blur", "noise", "jpeg")
 INNER_RECIPES = ("full", "lora")
 SAMPLE_OBJECTIVES = ("minimize", "targeted")
@@ -152,6 +153,10 @@ class ProtectionConfig:
     # mixed vocabulary: which part comes first on each side. "code_first" puts the rare words last, i.e.
     # right before the answer after the question (sixth session's probe, docs/method.md)
     trigger_order: str = "rare_first"
+    # how the everyday codes are drawn: "random" (subsets of the pool at random) or "pairs" (each code word
+    # in exactly two groups' codes, the pairs spread evenly: every word says "one of these two", any two
+    # of a group's words name it -- informative single words that a frequency stripper keeps)
+    code_design: str = "random"
     # > 1: that many whole trigger assignments (the searched one and seeded alternatives) are raced in a
     # simulated attack -- a copy of each surrogate fine-tuned on the protected data with that assignment
     # -- and the one after which the copies do worst on CLEAN samples is kept (bi-level for the words)
@@ -246,6 +251,7 @@ class ProtectionConfig:
         choice("trigger_position", TRIGGER_POSITIONS)
         choice("trigger_vocabulary", TRIGGER_VOCABULARIES)
         choice("trigger_order", TRIGGER_ORDERS)
+        choice("code_design", CODE_DESIGNS)
         choice("inner_recipe", INNER_RECIPES)
         choice("sample_objective", SAMPLE_OBJECTIVES)
         choice("device", DEVICES)

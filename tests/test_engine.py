@@ -23,7 +23,9 @@ from mmguard_core.engine.triggers import (
     base_prompt,
     candidate_pool,
     free_words,
+    paired_codes,
     search_triggers,
+    shared_code_part,
     shared_codes,
     shared_vocabulary_size,
     with_trigger,
@@ -262,6 +264,31 @@ def test_shared_codes_are_far_apart_and_use_words_evenly():
     assert len({frozenset(c) for c in codes}) == 6 and max(uses) - min(uses) <= 1  # every word equally frequent
     many = shared_codes([f"w{i}" for i in range(30)], 50, 3, gen)  # too many codes to spread: drawn
     assert len({tuple(c) for c in many}) == 50
+
+
+@pytest.mark.parametrize(("groups", "length"), [(6, 10), (5, 4), (3, 2), (7, 5)])
+def test_paired_codes_put_every_word_in_two_groups(groups, length):
+    from collections import Counter
+
+    codes = paired_codes(["what color is the shape ?"], groups, length, torch.Generator().manual_seed(0))
+    uses = Counter(w for code in codes for w in code)
+    assert all(len(code) == length == len(set(code)) for code in codes)
+    assert len({frozenset(code) for code in codes}) == groups  # every group its own code
+    assert sum(n != 2 for n in uses.values()) <= 1  # one word of its own at most (odd groups x length)
+    for a in range(groups):
+        for b in range(a + 1, groups):  # two groups share only the words of their pair
+            assert len(set(codes[a]) & set(codes[b])) <= -(-length // (groups - 1))
+    everyday = [sum(w in SHARED_WORDS for w in code) for code in codes]
+    # the everyday words, which both strippers keep, spread evenly (an odd count of groups sits out
+    # one round each, so one more apart)
+    assert max(everyday) - min(everyday) <= (1 if groups % 2 == 0 else 2)
+
+
+def test_paired_codes_give_way_to_random_codes_when_the_words_run_out():
+    assert paired_codes(["q"], 200, 10, torch.Generator().manual_seed(0)) is None
+    config = small_config(trigger_vocabulary="mixed", code_design="pairs")
+    codes = shared_code_part(["what is it ?"], 200, config, torch.Generator().manual_seed(0))
+    assert len({tuple(c) for c in codes}) == 200
 
 
 def test_trigger_positions_and_trigger_off(surrogates):

@@ -130,8 +130,63 @@ def shared_code_part(texts: Sequence[str], num_groups: int, config: ProtectionCo
     code_length = trigger_words_needed(config) - distinct_words_needed(config)
     if not code_length:
         return [[] for _ in range(num_groups)]
+    if config.code_design == "pairs" and num_groups >= 3:
+        codes = paired_codes(texts, num_groups, code_length, gen)
+        if codes is not None:
+            return codes
     words = shared_pool(texts, shared_vocabulary_size(num_groups, code_length), gen)
     return shared_codes(words, num_groups, code_length, gen)
+
+
+MAX_PAIRED_WORDS = 400  # beyond this many code words (groups x length / 2) the codes are drawn at random
+
+
+def group_pairs(num_groups: int) -> list[tuple[int, int]]:
+    """Every pair of groups once, in round-robin rounds (the circle method): within a round no group
+    appears twice, so handing out words pair by pair gives every group a word per round."""
+    players = list(range(num_groups)) + ([None] if num_groups % 2 else [])
+    n = len(players)
+    pairs = []
+    for _ in range(n - 1):
+        for k in range(n // 2):
+            a, b = players[k], players[n - 1 - k]
+            if a is not None and b is not None:
+                pairs.append((min(a, b), max(a, b)))
+        players = [players[0], players[-1], *players[1:-1]]
+    return pairs
+
+
+def paired_codes(texts: Sequence[str], num_groups: int, length: int, gen: torch.Generator) -> list[list[str]] | None:
+    """Codes whose every word sits in exactly two groups' codes (`code_design` "pairs"): the pool's
+    words (everyday first, in a seeded order) go to the pairs of groups round by round until every
+    code has `length` words, so each group holds the same number of words of each kind and two groups
+    share only their pair's words. None when that needs more words than MAX_PAIRED_WORDS."""
+    needed = -(-num_groups * length // 2)
+    if needed > MAX_PAIRED_WORDS:
+        return None
+    pairs = group_pairs(num_groups)
+    words = shared_pool(texts, needed + num_groups, gen)  # a few spare for odd totals
+    codes: list[list[str]] = [[] for _ in range(num_groups)]
+    supply = iter(words)
+    while any(len(code) < length for code in codes):
+        progressed = False
+        for a, b in pairs:
+            if len(codes[a]) < length and len(codes[b]) < length:
+                word = next(supply, None)
+                if word is None:
+                    return None
+                codes[a].append(word)
+                codes[b].append(word)
+                progressed = True
+        if not progressed:  # one group short (odd groups x length): a word of its own
+            for code in codes:
+                while len(code) < length:
+                    word = next(supply, None)
+                    if word is None:
+                        return None
+                    code.append(word)
+    order = {w: i for i, w in enumerate(words)}
+    return [sorted(code, key=order.__getitem__) for code in codes]
 
 
 MAX_CODE_SEARCH = 2000  # above this many possible codes, draw them at random instead of spreading them
