@@ -74,6 +74,8 @@ VARIANTS: dict[str, dict] = {
     "coarse-pattern": {"noise_scale": 8},
     # the rare words last on each side: right before the answer
     "code-first": {"trigger_order": "code_first"},
+    # every everyday code word in exactly two groups' codes (sixteenth session; eval_matrix --set code_design='"pairs"')
+    "code-pairs": {"code_design": "pairs"},
     # the binding losses (BPH + CRS), with the trigger present in the per-sample stage
     "binding": {"bph_weight": 1.0, "crs_weight": 1.0, "sample_objective": "minimize"},
     # ... and a pass over the shared patterns with the trigger in place, against the simulated attackers
