@@ -284,8 +284,25 @@ def test_paired_codes_put_every_word_in_two_groups(groups, length):
     assert max(everyday) - min(everyday) <= (1 if groups % 2 == 0 else 2)
 
 
+def test_searched_triggers_with_paired_codes_keep_rare_words_distinct_and_code_words_paired(surrogates):
+    from collections import Counter
+
+    groups = 6
+    _, config, _, triggers = searched_mixed_triggers(surrogates, groups, trigger_length=3, code_design="pairs")
+    from mmguard_core.engine.triggers import distinct_words_needed, trigger_words_needed
+
+    groups_per_word = Counter(w for t in triggers for w in set(t))
+    code_length = trigger_words_needed(config) - distinct_words_needed(config)
+    # the rare part stays one group's own; each code word (everyday, or rare once those run out) two groups'
+    assert set(groups_per_word.values()) == {1, 2}
+    assert 2 * sum(n == 2 for n in groups_per_word.values()) == groups * code_length
+    with pytest.raises(ConfigError, match="code_design"):
+        config.updated(code_design="spread")
+
+
 def test_paired_codes_give_way_to_random_codes_when_the_words_run_out():
     assert paired_codes(["q"], 200, 10, torch.Generator().manual_seed(0)) is None
+    assert paired_codes(["q"], 6, 1, torch.Generator().manual_seed(0)) is None  # one word: two groups alike
     config = small_config(trigger_vocabulary="mixed", code_design="pairs")
     codes = shared_code_part(["what is it ?"], 200, config, torch.Generator().manual_seed(0))
     assert len({tuple(c) for c in codes}) == 200

@@ -160,9 +160,10 @@ def paired_codes(texts: Sequence[str], num_groups: int, length: int, gen: torch.
     """Codes whose every word sits in exactly two groups' codes (`code_design` "pairs"): the pool's
     words (everyday first, in a seeded order) go to the pairs of groups round by round until every
     code has `length` words, so each group holds the same number of words of each kind and two groups
-    share only their pair's words. None when that needs more words than MAX_PAIRED_WORDS."""
+    share only their pair's words. None when that needs more words than MAX_PAIRED_WORDS, or for
+    one-word codes (two groups would hold the same word and nothing else)."""
     needed = -(-num_groups * length // 2)
-    if needed > MAX_PAIRED_WORDS:
+    if needed > MAX_PAIRED_WORDS or length < 2:
         return None
     pairs = group_pairs(num_groups)
     words = shared_pool(texts, needed + num_groups, gen)  # a few spare for odd totals
