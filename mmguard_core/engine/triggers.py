@@ -159,7 +159,7 @@ def group_pairs(num_groups: int) -> list[tuple[int, int]]:
 def paired_codes(texts: Sequence[str], num_groups: int, length: int, gen: torch.Generator) -> list[list[str]] | None:
     """Codes whose every word sits in exactly two groups' codes (`code_design` "pairs"): the pool's
     words (everyday first, in a seeded order) go to the pairs of groups round by round until every
-    code has `length` words, so each group holds the same number of words of each kind and two groups
+    code has `length` words, so the groups hold about as many words of each kind (everyday, rare) and two groups
     share only their pair's words. None when that needs more words than MAX_PAIRED_WORDS, or for
     one-word codes (two groups would hold the same word and nothing else)."""
     needed = -(-num_groups * length // 2)
