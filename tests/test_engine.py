@@ -1,5 +1,7 @@
 """The engine's stages on tiny random-init models of the real transformers classes."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -22,12 +24,14 @@ from mmguard_core.engine.triggers import (
     CAPTION_INSTRUCTION,
     base_prompt,
     candidate_pool,
+    distinct_words_needed,
     free_words,
     paired_codes,
     search_triggers,
     shared_code_part,
     shared_codes,
     shared_vocabulary_size,
+    trigger_words_needed,
     with_trigger,
 )
 from mmguard_core.engine.weight_noise import weight_noise
@@ -268,8 +272,6 @@ def test_shared_codes_are_far_apart_and_use_words_evenly():
 
 @pytest.mark.parametrize(("groups", "length"), [(6, 10), (5, 4), (3, 2), (7, 5)])
 def test_paired_codes_put_every_word_in_two_groups(groups, length):
-    from collections import Counter
-
     codes = paired_codes(["what color is the shape ?"], groups, length, torch.Generator().manual_seed(0))
     uses = Counter(w for code in codes for w in code)
     assert all(len(code) == length == len(set(code)) for code in codes)
@@ -285,12 +287,8 @@ def test_paired_codes_put_every_word_in_two_groups(groups, length):
 
 
 def test_searched_triggers_with_paired_codes_keep_rare_words_distinct_and_code_words_paired(surrogates):
-    from collections import Counter
-
     groups = 6
     _, config, _, triggers = searched_mixed_triggers(surrogates, groups, trigger_length=3, code_design="pairs")
-    from mmguard_core.engine.triggers import distinct_words_needed, trigger_words_needed
-
     groups_per_word = Counter(w for t in triggers for w in set(t))
     code_length = trigger_words_needed(config) - distinct_words_needed(config)
     # the rare part stays one group's own; each code word (everyday, or rare once those run out) two groups'
@@ -303,6 +301,7 @@ def test_searched_triggers_with_paired_codes_keep_rare_words_distinct_and_code_w
 def test_paired_codes_give_way_to_random_codes_when_the_words_run_out():
     assert paired_codes(["q"], 200, 10, torch.Generator().manual_seed(0)) is None
     assert paired_codes(["q"], 6, 1, torch.Generator().manual_seed(0)) is None  # one word: two groups alike
+    assert paired_codes(["q"], 2, 4, torch.Generator().manual_seed(0)) is None  # one pair: both codes alike
     config = small_config(trigger_vocabulary="mixed", code_design="pairs")
     codes = shared_code_part(["what is it ?"], 200, config, torch.Generator().manual_seed(0))
     assert len({tuple(c) for c in codes}) == 200

@@ -130,7 +130,7 @@ def shared_code_part(texts: Sequence[str], num_groups: int, config: ProtectionCo
     code_length = trigger_words_needed(config) - distinct_words_needed(config)
     if not code_length:
         return [[] for _ in range(num_groups)]
-    if config.code_design == "pairs" and num_groups >= 3:
+    if config.code_design == "pairs":
         codes = paired_codes(texts, num_groups, code_length, gen)
         if codes is not None:
             return codes
@@ -160,10 +160,10 @@ def paired_codes(texts: Sequence[str], num_groups: int, length: int, gen: torch.
     """Codes whose every word sits in exactly two groups' codes (`code_design` "pairs"): the pool's
     words (everyday first, in a seeded order) go to the pairs of groups round by round until every
     code has `length` words, so the groups hold about as many words of each kind (everyday, rare) and two groups
-    share only their pair's words. None when that needs more words than MAX_PAIRED_WORDS, or for
-    one-word codes (two groups would hold the same word and nothing else)."""
+    share only their pair's words. None when that needs more words than MAX_PAIRED_WORDS, for fewer
+    than three groups or one-word codes (two groups would hold the same words and nothing else)."""
     needed = -(-num_groups * length // 2)
-    if needed > MAX_PAIRED_WORDS or length < 2:
+    if needed > MAX_PAIRED_WORDS or num_groups < 3 or length < 2:
         return None
     pairs = group_pairs(num_groups)
     words = shared_pool(texts, needed + num_groups, gen)  # a few spare for odd totals
