@@ -13,6 +13,7 @@ where the image noise can compete with the true feature at all).
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 import subprocess
 from importlib import metadata
@@ -104,3 +105,9 @@ def describe_code(state: dict | None) -> str:
     changes = f" with uncommitted changes to {', '.join(dirty)}" if dirty else ""
     packages = ", ".join(f"{name} {state.get(name)}" for name in PACKAGES if state.get(name))
     return f"Code: commit {commit}{changes}; source hash {state['source_sha256']}; {packages}."
+
+
+def write_json(path: Path, results: object) -> None:
+    """A benchmark's results file (values JSON cannot hold, such as paths, written as text)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=str))

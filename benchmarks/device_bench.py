@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks.common import write_task  # noqa: E402
+from benchmarks.common import write_json, write_task  # noqa: E402
 from mmguard_core.config import preset  # noqa: E402
 from mmguard_core.data import load_dataset  # noqa: E402
 from mmguard_core.engine.ensemble import resolve_device  # noqa: E402
@@ -95,7 +95,7 @@ def main() -> int:
         return 0
     result = measure(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str))
+    write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0
 

@@ -20,7 +20,6 @@ Prints one line per measurement and writes OUT (JSON).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks.common import write_task  # noqa: E402
+from benchmarks.common import write_json, write_task  # noqa: E402
 from mmguard_core.config import preset  # noqa: E402
 from mmguard_core.data import load_dataset  # noqa: E402
 from mmguard_core.engine.grouping import normalise_answer  # noqa: E402
@@ -89,7 +88,7 @@ def main() -> int:
                      batch_size=recipe.batch_size, seed=args.seed, progress=measure)
             results["curves"][victim_spec] = curve
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    write_json(args.out, results)
     print(f"wrote {args.out}")
     return 0
 

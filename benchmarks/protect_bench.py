@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks.common import write_task  # noqa: E402
+from benchmarks.common import write_json, write_task  # noqa: E402
 from mmguard_core.config import preset  # noqa: E402
 from mmguard_core.data import load_dataset  # noqa: E402
 from mmguard_core.evaluate import VictimRecipe, evaluate_protection  # noqa: E402
@@ -108,7 +108,7 @@ def main() -> int:
             print(f"fast preset: {fast_seconds:.0f} s to protect 1000 samples (32 px, ensemble {args.ensemble}, "
                   f"{torch.get_num_threads()} thread, device {args.device})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=str))
+    write_json(args.out, results)
     print(f"wrote {args.out}")
     return 0
 

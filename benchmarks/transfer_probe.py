@@ -10,7 +10,7 @@ clean question on the clean and on the protected train images. Per victim it pri
 
 - kept:   accuracy on the protected images / accuracy on the clean ones (1 = the noise moves nothing);
 - target: share of the protected images answered with the answer the noise aims at (the next
-          answer group, `engine/protect._target_answers`).
+          answer group, `engine/protect.target_answers`).
 
 Targeted poisons work by planting features that clean models read as another answer (Fowl et al.
 2021). On the tiny zoo, though, how far a family is fooled here did not rank the families as the
@@ -32,12 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks.common import code_state, write_task  # noqa: E402
+from benchmarks.common import code_state, write_json, write_task  # noqa: E402
 from benchmarks.eval_matrix import CNN_RECIPE  # noqa: E402
 from mmguard_core.config import preset  # noqa: E402
 from mmguard_core.data import load_dataset  # noqa: E402
 from mmguard_core.engine.grouping import Grouping  # noqa: E402
-from mmguard_core.engine.protect import _target_answers  # noqa: E402
+from mmguard_core.engine.protect import target_answers  # noqa: E402
 from mmguard_core.evaluate import Split, VictimRecipe, read_split  # noqa: E402
 from mmguard_core.pipeline import run_protection  # noqa: E402
 from mmguard_core.victims import make_victim  # noqa: E402
@@ -55,7 +55,7 @@ def aimed_answers(split: Split) -> list[str]:
     """Per sample, the answer the targeted noise aims its image at (the engine's own choice)."""
     grouping = Grouping.fit("answer", split.answers, split.images, num_clusters=1, seed=0)
     groups = grouping.assign(split.answers, split.images)
-    return _target_answers(split.answers, groups, range(len(groups)), grouping)
+    return target_answers(split.answers, groups, range(len(groups)), grouping)
 
 
 def shares(victim, split: Split, answers_to_score: list[str]) -> float:
@@ -126,7 +126,7 @@ def main() -> int:
             rows = [r for r in results["rows"] if r["variant"] == name and r["victim"] == spec]
             print(f"{name:15s} {spec:15s} {mean(r['kept'] for r in rows):.2f}  {mean(r['target'] for r in rows):.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=str))
+    write_json(args.out, results)
     print(f"wrote {args.out}")
     return 0
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks.common import code_state, write_task  # noqa: E402
+from benchmarks.common import code_state, write_json, write_task  # noqa: E402
 from mmguard_core.config import preset  # noqa: E402
 from mmguard_core.data import load_dataset  # noqa: E402
 from mmguard_core.evaluate import VictimRecipe, evaluate_protection  # noqa: E402
@@ -194,7 +194,7 @@ def main() -> int:
         print(f"{row['variant']:14s} {row['victim']:15s} {row['condition']:13s} mean {row['mean']:.3f} over "
               f"{row['runs']} runs; per protection seed {row['per_protect_seed']}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=str))
+    write_json(args.out, results)
     print(f"wrote {args.out}")
     return 0
 

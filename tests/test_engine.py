@@ -14,9 +14,9 @@ from mmguard_core.engine.protect import (
     ShardInput,
     SharedState,
     _clean_task_copies,
-    _target_answers,
     learn_shared,
     protect_shard,
+    target_answers,
 )
 from mmguard_core.engine.trigger_race import alternative_triggers, race_triggers
 from mmguard_core.engine.trigger_words import CANDIDATE_WORDS, SHARED_WORDS
@@ -508,14 +508,14 @@ def test_targeted_answers_point_every_group_at_the_next_one_in_every_shard():
     answers = ["red", "green", "blue", "red", "green", "blue"]
     groups = [0, 1, 2, 0, 1, 2]
     by_answer = Grouping("answer", ["red", "green", "blue"])
-    assert _target_answers(answers, groups, range(6), by_answer) == ["green", "blue", "red"] * 2
+    assert target_answers(answers, groups, range(6), by_answer) == ["green", "blue", "red"] * 2
     # a shard without green still points red at green (the job's grouping, not the shard's), so a
     # group's images aim at the same answer whichever shard they fall in
-    assert _target_answers(["Red", "Blue", "Red"], [0, 2, 0], [7, 8, 9], by_answer) == ["green", "Red", "green"]
+    assert target_answers(["Red", "Blue", "Red"], [0, 2, 0], [7, 8, 9], by_answer) == ["green", "Red", "green"]
     # clusters have no answer of their own: the next cluster the shard holds lends one of its captions
     captions = ["a red one", "a blue one", "another blue one"]
     clusters = Grouping("cluster", ["cluster-0", "cluster-1", "cluster-2"])
-    assert _target_answers(captions, [0, 2, 2], [0, 1, 2], clusters) == ["a blue one", "a red one", "a red one"]
+    assert target_answers(captions, [0, 2, 2], [0, 1, 2], clusters) == ["a blue one", "a red one", "a red one"]
 
 
 def test_targeted_sample_noise_reads_as_the_next_answer_and_leaves_the_surrogates(surrogates):
@@ -536,7 +536,7 @@ def test_targeted_sample_noise_reads_as_the_next_answer_and_leaves_the_surrogate
     groups = shared.grouping.assign(data.answers, data.images)
     prompts = [base_prompt(q, a) for q, a in zip(data.questions, data.answers, strict=True)]
     copies = _clean_task_copies(surrogates, data, prompts, targeted_config)
-    targets = _target_answers(data.answers, groups, data.indices, shared.grouping)
+    targets = target_answers(data.answers, groups, data.indices, shared.grouping)
     wanted = [base_prompt(q, t) for q, t in zip(data.questions, targets, strict=True)]
 
     def target_loss(images):

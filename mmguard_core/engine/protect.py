@@ -359,7 +359,7 @@ def protect_shard(
         clean_task_seconds = time.perf_counter() - t0
         clock.seconds += clean_task_seconds
         _check(should_stop)
-        targets = _target_answers(data.answers, groups, data.indices, shared.grouping)
+        targets = target_answers(data.answers, groups, data.indices, shared.grouping)
         prompts = [base_prompt(q, t) for q, t in zip(data.questions, targets, strict=True)]
     for start in range(0, n, config.batch_size):
         _check(should_stop)
@@ -413,7 +413,7 @@ def protect_shard(
                        objective, clean_task_seconds)
 
 
-def _target_answers(answers: Sequence[str], groups: Sequence[int], indices: Sequence[int],
+def target_answers(answers: Sequence[str], groups: Sequence[int], indices: Sequence[int],
                     grouping: Grouping) -> list[str]:
     """Each sample's target for the targeted objective: an answer of the next group in the job's
     grouping (group g -> g + 1, cyclically), so every image of one group is pushed towards the same
