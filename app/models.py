@@ -137,6 +137,9 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # when the run-job message reached the broker; NULL on a `queued` row: the API stopped between
+    # storing the row and sending it, and the workers' sweep sends it (app/recovery.py)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Idempotency-Key of the request that created it (unique per owner) and the request's SHA-256
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -6,6 +6,7 @@ claim logic and deliver()'s status check keep both safe against work that is sti
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -43,6 +44,29 @@ def requeue_queued_jobs(settings: Settings) -> list[str]:
         log.info("re-sending queued job %s (its message may have died with a worker)", job_id)
         enqueue_job(settings, job_id)
     return queued
+
+
+def requeue_unsent_jobs(settings: Settings) -> list[str]:
+    """`queued` jobs whose message never reached the broker (the API process stopped between storing
+    the row and sending it: `enqueued_at` is NULL), once older than `stale_after_seconds` -- long
+    past the moment a live API sends it. Both brokers: Redis re-delivers only messages it holds. If
+    the API did send it and stopped before recording so, the second message is harmless (the claim
+    runs the job once)."""
+    cutoff = utcnow() - timedelta(seconds=settings.stale_after_seconds)
+    with session_scope(settings.sqlalchemy_url) as session:
+        unsent = session.scalars(select(Job).where(Job.status == "queued", Job.enqueued_at.is_(None),
+                                                   Job.created_at < cutoff)).all()
+        ids = [str(job.id) for job in unsent]
+    sent = []
+    for job_id in ids:
+        log.info("sending job %s: its message never reached the queue", job_id)
+        enqueue_job(settings, job_id)
+        with session_scope(settings.sqlalchemy_url) as session:
+            job = session.get(Job, uuid.UUID(job_id))
+            if job is not None and job.enqueued_at is None:
+                job.enqueued_at = utcnow()
+        sent.append(job_id)
+    return sent
 
 
 def requeue_stalled_deliveries(settings: Settings) -> list[str]:

@@ -32,9 +32,10 @@ def _init_child(**_: object) -> None:
 
 @worker_ready.connect
 def _recover(**_: object) -> None:
-    """A (re)started worker re-sends jobs left `running` by a worker that died (and webhook deliveries
-    whose message was lost; with the embedded queue also every `queued` job, whose message a worker
-    killed hard may have taken with it), then keeps looking every
+    """A (re)started worker re-sends jobs left `running` by a worker that died, `queued` jobs whose
+    message never reached the broker, and webhook deliveries whose message was lost (with the
+    embedded queue also every `queued` job, whose message a worker killed hard may have taken with
+    it), then keeps looking every
     `stale_after_seconds`: with several machines, one that dies mid-job is noticed by the others at
     once, not only when some worker restarts (safe: runner.claim leaves live claims alone)."""
     _requeue_lost_work(at_start=True)
@@ -42,10 +43,15 @@ def _recover(**_: object) -> None:
 
 
 def _requeue_lost_work(at_start: bool = False) -> None:
-    from app.recovery import requeue_orphans, requeue_queued_jobs, requeue_stalled_deliveries
+    from app.recovery import (
+        requeue_orphans,
+        requeue_queued_jobs,
+        requeue_stalled_deliveries,
+        requeue_unsent_jobs,
+    )
 
     try:
-        requeued = requeue_orphans(settings)
+        requeued = requeue_orphans(settings) + requeue_unsent_jobs(settings)
         if at_start:
             requeued += requeue_queued_jobs(settings)
         resent = requeue_stalled_deliveries(settings)

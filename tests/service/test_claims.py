@@ -151,3 +151,26 @@ def test_webhook_deliveries_whose_message_was_lost_are_sent_again(migrated_pg: s
     with session_scope(migrated_pg) as session:
         untouched = session.get(WebhookDelivery, uuid.UUID(later_id))
         assert (untouched.status, untouched.attempts) == ("pending", 0)
+
+
+def test_queued_jobs_whose_message_never_reached_the_queue_are_sent(new_job, migrated_pg: str, api_settings) -> None:
+    """The API stored the row and stopped before sending its message (`enqueued_at` NULL): Redis holds
+    nothing to re-deliver, so the workers' sweep sends it once the row is older than a live API's
+    send could take -- and leaves rows that were sent, or are still being sent, alone."""
+    import redis
+
+    from app.recovery import requeue_unsent_jobs
+
+    old = utcnow() - timedelta(seconds=api_settings.stale_after_seconds + 1)
+    unsent = new_job(created_at=old)
+    being_sent = new_job()  # just stored: its API request is still on its way to the broker
+    sent = new_job(created_at=old, enqueued_at=old)
+    running = new_job(status="running", created_at=old, worker_id=ME, heartbeat_at=utcnow())
+    queue = redis.Redis.from_url(api_settings.broker_url)
+    before = queue.llen(api_settings.queue)
+    resent = requeue_unsent_jobs(api_settings)
+    assert str(unsent) in resent
+    assert not {str(being_sent), str(sent), str(running)} & set(resent)
+    assert queue.llen(api_settings.queue) == before + len(resent)  # a real message per job, on Redis
+    assert row(migrated_pg, unsent).enqueued_at is not None and row(migrated_pg, being_sent).enqueued_at is None
+    assert str(unsent) not in requeue_unsent_jobs(api_settings)  # sent once, not on every sweep

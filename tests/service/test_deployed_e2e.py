@@ -174,3 +174,28 @@ def test_a_job_whose_machine_died_is_taken_over_by_a_running_worker(deployment: 
     finished = poll(base, owner_key, job_id, {"succeeded", "failed", "cancelled"}, 180)
     assert finished["status"] == "succeeded", finished
     assert job_row(settings, job_id).attempts == 2
+
+
+def test_a_job_whose_api_stopped_before_sending_it_is_run_by_the_sweep(deployment: dict, owner_key: str,
+                                                                     tiny_zip: Path) -> None:
+    """The API stored the job row and stopped before its message reached Redis (`enqueued_at` NULL):
+    no message exists anywhere; the live worker's periodic sweep sends it and the job runs."""
+    from datetime import timedelta
+
+    from app.jobspec import build_config
+    from app.models import utcnow
+
+    base, settings = deployment["base"], deployment["settings"]
+    dataset = upload(base, owner_key, tiny_zip)
+    config, preset_name = build_config("fast", TINY_CONFIG, settings)
+    with session_scope(settings.sqlalchemy_url) as session:
+        owned = session.get(Dataset, uuid.UUID(dataset["id"]))
+        job = Job(owner_id=owned.owner_id, dataset_id=owned.id, preset=preset_name, config=config.to_dict(),
+                  progress_total=owned.sample_count,
+                  created_at=utcnow() - timedelta(seconds=settings.stale_after_seconds * 2))
+        session.add(job)
+        session.flush()
+        job_id = str(job.id)
+    finished = poll(base, owner_key, job_id, {"succeeded", "failed", "cancelled"}, 180)
+    assert finished["status"] == "succeeded", finished
+    assert job_row(settings, job_id).enqueued_at is not None

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from app.core.config import Settings
+from app.core.db import session_scope
 from app.jobspec import config_for_run
+from app.models import Job
 from mmguard_core.config import preset
 
 from .conftest import auth
@@ -22,7 +24,7 @@ def owner(client, make_key, tiny_zip: Path) -> dict:
     return {"key": key, "headers": auth(key), "dataset": dataset["id"]}
 
 
-def test_create_job_is_202_with_location(client, owner: dict) -> None:
+def test_create_job_is_202_with_location(client, owner: dict, api_settings: Settings) -> None:
     response = client.post("/api/v1/jobs", headers=owner["headers"],
                            json={"dataset_id": owner["dataset"], "preset": "fast", "config": {"epsilon": "4/255"}})
     assert response.status_code == 202, response.text
@@ -34,6 +36,8 @@ def test_create_job_is_202_with_location(client, owner: dict) -> None:
     assert job["config"] == expected
     assert job["created_at"].endswith(("Z", "+00:00"))
     assert client.get(response.headers["location"], headers=owner["headers"]).json() == job
+    with session_scope(api_settings.sqlalchemy_url) as session:  # its message reached the broker, and the row says so
+        assert session.get(Job, uuid.UUID(job["id"])).enqueued_at is not None
 
 
 def test_default_preset_is_balanced(client, owner: dict) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from app import crud, idempotency, webhooks
 from app.api.deps import OffsetQuery, OwnerDep, SessionDep, SettingsDep, StorageDep
@@ -81,8 +81,15 @@ def create_job(
         session.commit()
         webhooks.job_finished(settings, job.id)  # recorded now, sent by a worker's sweep once the broker is back
         raise ApiError(503, "the job queue is unreachable; try again later") from exc
-    response.headers["Location"] = f"{settings.api_prefix}/jobs/{job.id}"
-    return crud.job_public(job)
+    public = crud.job_public(job)
+    job.enqueued_at = utcnow()  # a row left without it is sent by the workers' sweep (app/recovery.py)
+    try:
+        session.commit()
+    except SQLAlchemyError as exc:  # the job is queued all the same; the sweep's second message is harmless
+        session.rollback()
+        log.warning("job %s queued, but recording so failed: %s", public.id, exc)
+    response.headers["Location"] = f"{settings.api_prefix}/jobs/{public.id}"
+    return public
 
 
 def _replayed(job: Job, request_hash: str, response: Response, settings: SettingsDep) -> JobPublic:
