@@ -76,9 +76,6 @@ VARIANTS: dict[str, dict] = {
     "code-first": {"trigger_order": "code_first"},
     # every everyday code word in exactly two groups' codes (sixteenth session; eval_matrix --set code_design='"pairs"')
     "code-pairs": {"code_design": "pairs"},
-    # each group's code begins with an everyday word of its own, the rest random / paired (seventeenth session)
-    "code-anchored": {"code_design": "anchored"},
-    "code-anchored-pairs": {"code_design": "anchored_pairs"},
     # the binding losses (BPH + CRS), with the trigger present in the per-sample stage
     "binding": {"bph_weight": 1.0, "crs_weight": 1.0, "sample_objective": "minimize"},
     # ... and a pass over the shared patterns with the trigger in place, against the simulated attackers

@@ -17,7 +17,7 @@ TRIGGER_PLACEMENTS = ("instruction", "caption_prefix", "off")
 TRIGGER_POSITIONS = ("prefix", "suffix", "both", "split", "twice")
 TRIGGER_VOCABULARIES = ("distinct", "shared", "mixed")
 TRIGGER_ORDERS = ("rare_first", "code_first")
-CODE_DESIGNS = ("random", "pairs", "anchored", "anchored_pairs")
+CODE_DESIGNS = ("random", "pairs")
 TRANSFORMS = ("resize", "crop", "blur", "noise", "jpeg")
 INNER_RECIPES = ("full", "lora")
 SAMPLE_OBJECTIVES = ("minimize", "targeted")
@@ -155,9 +155,7 @@ class ProtectionConfig:
     trigger_order: str = "rare_first"
     # how the everyday codes are drawn: "random" (subsets of the pool at random) or "pairs" (each code word
     # in exactly two groups' codes, the pairs spread evenly: every word says "one of these two", any two
-    # of a group's words name it -- informative single words that a frequency stripper keeps), "anchored" /
-    # "anchored_pairs" (each code begins with an everyday word of its group's alone -- a one-word shortcut a
-    # vocabulary stripper keeps -- the rest drawn as for random / pairs)
+    # of a group's words name it -- informative single words that a frequency stripper keeps)
     code_design: str = "random"
     # > 1: that many whole trigger assignments (the searched one and seeded alternatives) are raced in a
     # simulated attack -- a copy of each surrogate fine-tuned on the protected data with that assignment

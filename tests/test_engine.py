@@ -22,7 +22,6 @@ from mmguard_core.engine.trigger_race import alternative_triggers, race_triggers
 from mmguard_core.engine.trigger_words import CANDIDATE_WORDS, SHARED_WORDS
 from mmguard_core.engine.triggers import (
     CAPTION_INSTRUCTION,
-    anchored_codes,
     base_prompt,
     candidate_pool,
     distinct_words_needed,
@@ -304,35 +303,6 @@ def test_paired_codes_give_way_to_random_codes_when_the_words_run_out():
     assert paired_codes(["q"], 6, 1, torch.Generator().manual_seed(0)) is None  # one word: two groups alike
     assert paired_codes(["q"], 2, 4, torch.Generator().manual_seed(0)) is None  # one pair: both codes alike
     config = small_config(trigger_vocabulary="mixed", code_design="pairs")
-    codes = shared_code_part(["what is it ?"], 200, config, torch.Generator().manual_seed(0))
-    assert len({tuple(c) for c in codes}) == 200
-
-
-@pytest.mark.parametrize("paired", [False, True])
-def test_anchored_codes_give_each_group_an_everyday_word_of_its_own(paired):
-    codes = anchored_codes(["what color is the shape ?"], 6, 10, torch.Generator().manual_seed(0), paired=paired)
-    uses = Counter(w for code in codes for w in code)
-    assert all(len(code) == 10 == len(set(code)) for code in codes)
-    assert len({frozenset(code) for code in codes}) == 6
-    anchors = [code[0] for code in codes]
-    # the first word is the group's alone and an everyday one, which a vocabulary stripper keeps
-    assert all(uses[a] == 1 and a in SHARED_WORDS for a in anchors) and len(set(anchors)) == 6
-    rest = Counter(w for code in codes for w in code[1:])
-    if paired:
-        assert set(rest.values()) == {2}
-    else:  # the pool "random" draws (20 words for six codes of ten), the anchors among it
-        assert len(rest) + len(anchors) == shared_vocabulary_size(6, 10)
-
-
-def test_anchored_codes_give_way_when_the_everyday_words_run_short():
-    gen = torch.Generator().manual_seed(0)
-    assert anchored_codes(["q"], 8, 10, gen) is None  # eight anchors would take more than half of 14
-    assert anchored_codes(["q"], 6, 1, gen) is None and anchored_codes(["q"], 2, 4, gen) is None
-    taken = " ".join(SHARED_WORDS[:9])  # the dataset's own text uses most of them: 5 left for 6 groups
-    assert anchored_codes([taken], 6, 10, gen) is None
-    config = small_config(trigger_vocabulary="mixed", code_design="anchored")
-    codes = shared_code_part(["what is it ?"], 6, config, torch.Generator().manual_seed(0))
-    assert len({code[0] for code in codes}) == 6  # the option reaches the trigger's code part
     codes = shared_code_part(["what is it ?"], 200, config, torch.Generator().manual_seed(0))
     assert len({tuple(c) for c in codes}) == 200
 

@@ -134,10 +134,6 @@ def shared_code_part(texts: Sequence[str], num_groups: int, config: ProtectionCo
         codes = paired_codes(texts, num_groups, code_length, gen)
         if codes is not None:
             return codes
-    if config.code_design in ("anchored", "anchored_pairs"):
-        codes = anchored_codes(texts, num_groups, code_length, gen, paired=config.code_design == "anchored_pairs")
-        if codes is not None:
-            return codes
     words = shared_pool(texts, shared_vocabulary_size(num_groups, code_length), gen)
     return shared_codes(words, num_groups, code_length, gen)
 
@@ -192,31 +188,6 @@ def paired_codes(texts: Sequence[str], num_groups: int, length: int, gen: torch.
                     code.append(word)
     order = {w: i for i, w in enumerate(words)}
     return [sorted(code, key=order.__getitem__) for code in codes]
-
-
-def anchored_codes(texts: Sequence[str], num_groups: int, length: int, gen: torch.Generator,
-                   paired: bool = False) -> list[list[str]] | None:
-    """Codes that each begin with an everyday word no other group's code holds (the group's anchor:
-    a one-word shortcut an out-of-vocabulary stripper keeps), the other `length` - 1 words drawn as
-    for "random" from the rest of the same pool (`code_design` "anchored") or paired as for "pairs"
-    ("anchored_pairs"). None -- the codes are drawn as before -- for fewer than three groups, one-word
-    codes, or when the anchors would take more than half of the everyday words the dataset leaves free."""
-    used = {w for text in texts for w in WORD.findall(text.lower())}
-    free_common = [w for w in SHARED_WORDS if w not in used]
-    if num_groups < 3 or length < 2 or 2 * num_groups > len(free_common):
-        return None
-    anchors = shared_pool(texts, num_groups, gen)
-    rest_texts = [*texts, " ".join(anchors)]  # the rest of the pool leaves the anchors out
-    if paired:
-        rest = paired_codes(rest_texts, num_groups, length - 1, gen)
-        if rest is None:
-            return None
-    else:
-        size = shared_vocabulary_size(num_groups, length) - num_groups  # the pool "random" draws, anchors aside
-        while size < length or math.comb(size, length - 1) < num_groups:
-            size += 1
-        rest = shared_codes(shared_pool(rest_texts, size, gen), num_groups, length - 1, gen)
-    return [[anchor, *code] for anchor, code in zip(anchors, rest, strict=True)]
 
 
 MAX_CODE_SEARCH = 2000  # above this many possible codes, draw them at random instead of spreading them
