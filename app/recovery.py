@@ -51,12 +51,12 @@ def requeue_unsent_jobs(settings: Settings) -> list[str]:
     the row and sending it: `enqueued_at` is NULL), once older than `stale_after_seconds` -- long
     past the moment a live API sends it. Both brokers: Redis re-delivers only messages it holds. If
     the API did send it and stopped before recording so, the second message is harmless (the claim
-    runs the job once)."""
+    runs the job once), as is the one each of several workers sweeping at the same moment sends."""
     cutoff = utcnow() - timedelta(seconds=settings.stale_after_seconds)
     with session_scope(settings.sqlalchemy_url) as session:
-        unsent = session.scalars(select(Job).where(Job.status == "queued", Job.enqueued_at.is_(None),
-                                                   Job.created_at < cutoff)).all()
-        ids = [str(job.id) for job in unsent]
+        ids = [str(job_id) for job_id in session.scalars(
+            select(Job.id).where(Job.status == "queued", Job.enqueued_at.is_(None), Job.created_at < cutoff)
+        )]
     sent = []
     for job_id in ids:
         log.info("sending job %s: its message never reached the queue", job_id)

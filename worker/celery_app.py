@@ -59,7 +59,7 @@ def _requeue_lost_work(at_start: bool = False) -> None:
         log.warning("could not look for orphaned jobs or webhook deliveries: %s", exc)
         return
     if requeued or resent:
-        log.info("re-queued %d orphaned job(s), %d webhook delivery(ies)", len(requeued), len(resent))
+        log.info("re-queued %d job(s) (orphaned or never sent), %d webhook delivery(ies)", len(requeued), len(resent))
 
 
 def _sweep_lost_work() -> None:

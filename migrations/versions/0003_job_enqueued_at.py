@@ -19,9 +19,10 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("enqueued_at", sa.DateTime(timezone=True), nullable=True))
-    # rows from before this revision were sent when they were created (or failed with the broker
-    # down): mark them sent, so the sweep does not queue a second message for every waiting job
-    op.execute("UPDATE jobs SET enqueued_at = created_at")
+    # finished and running rows were sent; queued ones are left NULL, so the sweep sends each of them
+    # once more -- one stuck by the gap this column closes runs, a waiting one gets a harmless second
+    # message (the claim runs a job once)
+    op.execute("UPDATE jobs SET enqueued_at = created_at WHERE status <> 'queued'")
 
 
 def downgrade() -> None:
