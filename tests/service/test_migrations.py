@@ -80,3 +80,29 @@ def test_db_and_admin_mistakes_are_one_line_errors(tmp_path: Path) -> None:
                                 text=True, timeout=120)
         assert result.returncode == code and message in result.stderr, (args, result.stderr[-2000:])
         assert "Traceback" not in result.stderr
+
+
+def test_enqueued_at_backfill_leaves_queued_jobs_for_the_sweep(scratch_pg: str) -> None:
+    """0003 marks finished and running jobs as sent and leaves queued ones NULL: a job stuck by the
+    gap the column closes (stored, never sent) is sent by the sweep after the upgrade."""
+    upgrade(scratch_pg, "0002")
+    engine = create_engine(scratch_pg)
+    owner, queued, done = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO owners (id, name, created_at) VALUES (CAST(:id AS uuid), 'o', now())"),
+                         {"id": str(owner)})
+            for job_id, status in ((queued, "queued"), (done, "succeeded")):
+                conn.execute(text(
+                    "INSERT INTO jobs (id, owner_id, status, config, progress_done, progress_total, progress_stage,"
+                    " cancel_requested, attempts, created_at, updated_at) VALUES (CAST(:id AS uuid),"
+                    " CAST(:owner AS uuid), :status, '{}', 0, 1, 'queued', false, 0,"
+                    " TIMESTAMPTZ '2026-11-30 12:00:00+00', now())"),
+                    {"id": str(job_id), "owner": str(owner), "status": status})
+        upgrade(scratch_pg)
+        with engine.connect() as conn:
+            rows = dict(conn.execute(text("SELECT status, enqueued_at FROM jobs")).all())
+        assert rows["queued"] is None
+        assert rows["succeeded"] is not None and rows["succeeded"].isoformat().startswith("2026-11-30T12:00:00")
+    finally:
+        engine.dispose()
