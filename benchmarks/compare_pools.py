@@ -1,0 +1,120 @@
+"""Compare pooled matrix tables (benchmarks/matrix_seeds.py's markdown) arm by arm, per zoo world.
+
+    .venv/bin/python benchmarks/compare_pools.py control=docs/evaluation_screen16.md#control \
+        pairs=docs/evaluation_screen16.md#pairs anchored=OUT/pool-small.md
+
+Each argument is NAME=FILE, optionally #SECTION: only the rows under `## ` headings that start with
+SECTION (a docs file holding several arms). Prints, per world, a summary line per arm over the rows
+with a target (rows under target, their mean, the word-stripper rows' mean, the Idefics3 rows' mean,
+the lowest row) and every row where some arm misses its target. Tables in the docs are made with it,
+not typed: a number in a comparison is the number in the pooled table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# | row | mean ± std | min – max | runs | ≥ target |   (rows without a target, the clean-data mixes, end in "–")
+ROW = re.compile(r"^\| (.+?) \| (-?[0-9.]+) ± [0-9.]+ \| .*\| ≥ ([0-9.]+) \|$")
+WORLD = re.compile(r"^#+ .*zoo `([^`]+)`")
+
+
+@dataclass(frozen=True)
+class Summary:
+    rows: int
+    under: int
+    mean: float
+    strippers: float | None
+    idefics3: float | None
+    lowest: float
+
+
+def read_rows(path: Path, section: str | None = None) -> dict[str, dict[str, tuple[float, float]]]:
+    """{zoo world: {row: (pooled mean, target)}} from a pooled table, or from the `## SECTION...` parts
+    of a file holding several."""
+    rows: dict[str, dict[str, tuple[float, float]]] = {}
+    world, active = None, section is None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            active = section is None or line[3:].startswith(section)
+        if heading := WORLD.match(line):
+            world = heading.group(1)
+        if (row := ROW.match(line.strip())) and active and world:
+            rows.setdefault(world, {})[row.group(1)] = (float(row.group(2)), float(row.group(3)))
+    return rows
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarise(rows: dict[str, tuple[float, float]]) -> Summary:
+    means = [mean for mean, _ in rows.values()]
+    return Summary(
+        rows=len(rows),
+        under=sum(mean < target for mean, target in rows.values()),
+        mean=sum(means) / len(means),
+        strippers=_mean([mean for row, (mean, _) in rows.items() if "strip_" in row]),
+        idefics3=_mean([mean for row, (mean, _) in rows.items() if "idefics3" in row]),
+        lowest=min(means),
+    )
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def report(arms: list[tuple[str, dict[str, dict[str, tuple[float, float]]]]]) -> str:
+    worlds = list(dict.fromkeys(world for _, tables in arms for world in tables))
+    lines = []
+    for world in worlds:
+        lines += [f"#### zoo `{world}`", "",
+                  "| arm | rows with a target | under target | mean | strippers | Idefics3 | lowest |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for name, tables in arms:
+            if world in tables:
+                s = summarise(tables[world])
+                lines.append(f"| {name} | {s.rows} | {s.under} | {s.mean:.3f} | {_fmt(s.strippers, 3)} | "
+                             f"{_fmt(s.idefics3, 2)} | {s.lowest:.2f} |")
+        lines += ["", "| row | " + " | ".join(name for name, _ in arms) + " | target |",
+                  "| --- |" + " --- |" * (len(arms) + 1)]
+        row_names = list(dict.fromkeys(row for _, tables in arms for row in tables.get(world, {})))
+        for row in row_names:
+            cells = [tables.get(world, {}).get(row) for _, tables in arms]
+            if any(cell and cell[0] < cell[1] for cell in cells):
+                target = next(cell[1] for cell in cells if cell)
+                shown = [("–" if cell is None else (f"**{cell[0]:.2f}**" if cell[0] < cell[1] else f"{cell[0]:.2f}"))
+                         for cell in cells]
+                lines.append(f"| {row} | " + " | ".join(shown) + f" | ≥ {target:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def parse_arm(spec: str) -> tuple[str, Path, str | None]:
+    name, sep, where = spec.partition("=")
+    if not sep or not name or not where:
+        raise argparse.ArgumentTypeError(f"{spec!r}: expected NAME=FILE or NAME=FILE#SECTION")
+    path, _, section = where.partition("#")
+    if not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"{path}: no such file")
+    return name, Path(path), section or None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("arms", nargs="+", type=parse_arm, metavar="NAME=FILE[#SECTION]")
+    args = parser.parse_args(argv)
+    arms = []
+    for name, path, section in args.arms:
+        tables = read_rows(path, section)
+        if not tables:
+            parser.error(f"{name}: no pooled rows in {path}" + (f" under '## {section}'" if section else ""))
+        arms.append((name, tables))
+    print(report(arms))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""benchmarks/compare_pools.py reads what matrix_seeds.py writes and compares arms row by row."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.common import ROOT
+from benchmarks.compare_pools import read_rows, report, summarise
+
+
+def _run(folder: Path, name: str, seed: int, protections: dict[str, float]) -> Path:
+    """One eval_matrix-shaped run: the white-box and Idefics3 cells with the given protections."""
+    def threat(threat_model: str, victim: str, conditions: dict[str, float]) -> dict:
+        return {"threat": threat_model, "victim": victim,
+                "conditions": {c: {"runs": [{"protection": p}]} for c, p in conditions.items()}}
+    data = {
+        "setup": {"zoo_size": "small", "preset": "strong", "ensemble": "llava,qwen2_vl", "seeds": str(seed),
+                  "set": [f"seed={seed}"]},
+        "tasks": {"color@0.2": {
+            "report_summary": {"psnr_mean": 33.3},
+            "threats": {
+                "white": threat("white-box", "zoo:llava", {"none": protections["white"]}),
+                "idefics3": threat("black-box", "zoo:idefics3", {"none": protections["idefics3"],
+                                                                 "strip_vocab": protections["strip"]}),
+            },
+            "recipes": {},
+        }},
+    }
+    path = folder / f"{name}-{seed}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _pool(folder: Path, name: str, runs: list[Path]) -> Path:
+    out = folder / name
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "matrix_seeds.py"), *map(str, runs), "--out", str(out)],
+                   check=True, capture_output=True, text=True)
+    return folder / f"{name}.md"
+
+
+def test_compare_pools_reads_matrix_seeds_tables_and_marks_every_miss(tmp_path):
+    seeds = {0: {"white": 1.0, "idefics3": 0.9, "strip": 0.5}, 1: {"white": 1.0, "idefics3": 1.0, "strip": 0.7}}
+    control = _pool(tmp_path, "control", [_run(tmp_path, "control", s, p) for s, p in seeds.items()])
+    better = {s: p | {"strip": p["strip"] + 0.3} for s, p in seeds.items()}
+    arm = _pool(tmp_path, "arm", [_run(tmp_path, "arm", s, p) for s, p in better.items()])
+
+    rows = read_rows(control)["small"]
+    assert rows["white-box `zoo:llava`"] == (1.0, 0.99)
+    assert rows["black-box `zoo:idefics3`"] == (0.95, 0.95)  # the pooled mean of 0.9 and 1.0
+    assert rows["black-box `zoo:idefics3`, strip_vocab"] == (0.6, 0.85)
+    summary = summarise(rows)
+    assert (summary.rows, summary.under, summary.lowest) == (3, 1, 0.6)
+    assert summary.strippers == 0.6 and abs(summary.idefics3 - 0.775) < 1e-9
+
+    text = report([("control", read_rows(control)), ("arm", read_rows(arm))])
+    assert f"| control | 3 | 1 | 0.850 | 0.600 | {summary.idefics3:.2f} | 0.60 |" in text
+    assert "| black-box `zoo:idefics3`, strip_vocab | **0.60** | 0.90 | ≥ 0.85 |" in text
+    assert "`zoo:llava`" not in text.split("| row |")[1]  # rows every arm meets are left out
+
+
+def test_sections_pick_one_arm_out_of_a_file_holding_several(tmp_path):
+    doc = tmp_path / "screen.md"
+    table = ("#### color@0.2, zoo `small`\n\n| row | protection, mean ± std | per protection seed (min – max) | runs "
+             "| target |\n| --- | --- | --- | --- | --- |\n| white-box `zoo:llava` | {v} ± 0.00 | {v} – {v} | 1 | ≥ 0.99 |\n")
+    doc.write_text("## control\n\n" + table.format(v="1.00") + "\n## momentum\n\n" + table.format(v="0.92"))
+    assert read_rows(doc, "control")["small"]["white-box `zoo:llava`"][0] == 1.0
+    assert read_rows(doc, "momentum")["small"]["white-box `zoo:llava`"][0] == 0.92
+    assert read_rows(doc, "spread") == {}
