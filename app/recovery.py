@@ -6,10 +6,9 @@ claim logic and deliver()'s status check keep both safe against work that is sti
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.core.claims import claim_is_live
 from app.core.config import Settings
@@ -54,19 +53,15 @@ def requeue_unsent_jobs(settings: Settings) -> list[str]:
     runs the job once), as is the one each of several workers sweeping at the same moment sends."""
     cutoff = utcnow() - timedelta(seconds=settings.stale_after_seconds)
     with session_scope(settings.sqlalchemy_url) as session:
-        ids = [str(job_id) for job_id in session.scalars(
+        unsent = list(session.scalars(
             select(Job.id).where(Job.status == "queued", Job.enqueued_at.is_(None), Job.created_at < cutoff)
-        )]
-    sent = []
-    for job_id in ids:
+        ))
+    for job_id in unsent:
         log.info("sending job %s: its message never reached the queue", job_id)
-        enqueue_job(settings, job_id)
+        enqueue_job(settings, str(job_id))
         with session_scope(settings.sqlalchemy_url) as session:
-            job = session.get(Job, uuid.UUID(job_id))
-            if job is not None and job.enqueued_at is None:
-                job.enqueued_at = utcnow()
-        sent.append(job_id)
-    return sent
+            session.execute(update(Job).where(Job.id == job_id, Job.enqueued_at.is_(None)).values(enqueued_at=utcnow()))
+    return [str(job_id) for job_id in unsent]
 
 
 def requeue_stalled_deliveries(settings: Settings) -> list[str]:

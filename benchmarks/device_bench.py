@@ -94,7 +94,6 @@ def main() -> int:
         compare(args.compare)
         return 0
     result = measure(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0

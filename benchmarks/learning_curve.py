@@ -87,7 +87,6 @@ def main() -> int:
             finetune(adapter, protected.images, protected.prompts(), epochs=recipe.epochs, lr=recipe.lr,
                      batch_size=recipe.batch_size, seed=args.seed, progress=measure)
             results["curves"][victim_spec] = curve
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, results)
     print(f"wrote {args.out}")
     return 0

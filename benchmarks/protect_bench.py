@@ -107,7 +107,6 @@ def main() -> int:
             results["fast_1000_seconds"] = fast_seconds
             print(f"fast preset: {fast_seconds:.0f} s to protect 1000 samples (32 px, ensemble {args.ensemble}, "
                   f"{torch.get_num_threads()} thread, device {args.device})")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, results)
     print(f"wrote {args.out}")
     return 0

@@ -125,7 +125,6 @@ def main() -> int:
         for spec in victims:
             rows = [r for r in results["rows"] if r["variant"] == name and r["victim"] == spec]
             print(f"{name:15s} {spec:15s} {mean(r['kept'] for r in rows):.2f}  {mean(r['target'] for r in rows):.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, results)
     print(f"wrote {args.out}")
     return 0

@@ -193,7 +193,6 @@ def main() -> int:
     for row in results["summary"]:
         print(f"{row['variant']:14s} {row['victim']:15s} {row['condition']:13s} mean {row['mean']:.3f} over "
               f"{row['runs']} runs; per protection seed {row['per_protect_seed']}", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, results)
     print(f"wrote {args.out}")
     return 0

@@ -3,10 +3,10 @@
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 from benchmarks.common import ROOT, code_state, describe_code
+from tests.benchmark_helpers import pool_runs
 
 RUN_TEMPLATE = {
     "setup": {"zoo_size": "small", "preset": "strong", "ensemble": "llava,qwen2_vl", "seeds": "0"},
@@ -43,10 +43,7 @@ def _run_file(folder: Path, seed: int, code: dict | None) -> Path:
 
 
 def _pool(tmp_path: Path, *runs: Path) -> str:
-    out = tmp_path / "pooled"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "matrix_seeds.py"), *map(str, runs), "--out", str(out)],
-                   check=True, capture_output=True, text=True)
-    return (tmp_path / "pooled.md").read_text()
+    return pool_runs(tmp_path / "pooled", list(runs)).read_text()
 
 
 def test_pool_of_one_code_names_it_and_mixed_code_is_called_out(tmp_path):

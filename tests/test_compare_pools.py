@@ -1,12 +1,10 @@
 """benchmarks/compare_pools.py reads what matrix_seeds.py writes and compares arms row by row."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from benchmarks.common import ROOT
 from benchmarks.compare_pools import read_rows, report, summarise
+from tests.benchmark_helpers import pool_runs
 
 
 def _run(folder: Path, name: str, seed: int, protections: dict[str, float]) -> Path:
@@ -32,18 +30,11 @@ def _run(folder: Path, name: str, seed: int, protections: dict[str, float]) -> P
     return path
 
 
-def _pool(folder: Path, name: str, runs: list[Path]) -> Path:
-    out = folder / name
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "matrix_seeds.py"), *map(str, runs), "--out", str(out)],
-                   check=True, capture_output=True, text=True)
-    return folder / f"{name}.md"
-
-
 def test_compare_pools_reads_matrix_seeds_tables_and_marks_every_miss(tmp_path):
     seeds = {0: {"white": 1.0, "idefics3": 0.9, "strip": 0.5}, 1: {"white": 1.0, "idefics3": 1.0, "strip": 0.7}}
-    control = _pool(tmp_path, "control", [_run(tmp_path, "control", s, p) for s, p in seeds.items()])
+    control = pool_runs(tmp_path / "control", [_run(tmp_path, "control", s, p) for s, p in seeds.items()])
     better = {s: p | {"strip": p["strip"] + 0.3} for s, p in seeds.items()}
-    arm = _pool(tmp_path, "arm", [_run(tmp_path, "arm", s, p) for s, p in better.items()])
+    arm = pool_runs(tmp_path / "arm", [_run(tmp_path, "arm", s, p) for s, p in better.items()])
 
     rows = read_rows(control)["small"]
     assert rows["white-box `zoo:llava`"] == (1.0, 0.99)
