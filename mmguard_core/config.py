@@ -33,7 +33,8 @@ class ConfigError(ValueError):
 # fields added from the twelfth session on (the robust copies) and after: a stored config that has every
 # field but these and no robust_epsilon is a complete job row or report from before the robust copies;
 # it made plain clean-task copies, and from_dict keeps it that way
-FIELDS_ADDED_SINCE_ROBUST_COPIES = frozenset({"robust_epsilon", "momentum", "sample_noise_scale", "plain_copies"})
+FIELDS_ADDED_SINCE_ROBUST_COPIES = frozenset({"robust_epsilon", "momentum", "sample_noise_scale", "plain_copies",
+                                              "classifier_steps"})
 
 
 def parse_epsilon(value: str | float | int, name: str = "epsilon") -> float:
@@ -200,6 +201,10 @@ class ProtectionConfig:
     # the plain copy stands for a victim fine-tuned the usual way, the robust one for the families it has
     # not seen
     plain_copies: bool = False
+    # training steps of an image-only classifier made from scratch on the shard's clean samples, a
+    # surrogate of another kind beside the LVLM copies (engine/image_classifier.py; 0 = none): noise
+    # made on fine-tuned transformers alone reaches models trained from scratch less ("targeted" only)
+    classifier_steps: int = 0
     # surrogates and execution
     # "family:/path" or "zoo:family[@seed]" (zoo:llava@2: the llava zoo model pretrained with seed 2, a
     # second checkpoint of the family); empty = the default zoo ensemble
@@ -262,7 +267,8 @@ class ProtectionConfig:
                 f"epsilon: {self.epsilon:.4f} ({self.epsilon * 255:.1f}/255) is out of range (0, 32/255]; "
                 "above 32/255 the perturbation is plainly visible"
             )
-        for name in ("shared_steps", "sample_steps", "bilevel_rounds", "inner_steps", "binding_steps", "target_steps"):
+        for name in ("shared_steps", "sample_steps", "bilevel_rounds", "inner_steps", "binding_steps", "target_steps",
+                     "classifier_steps"):
             in_range(name, 0, 10_000)
         in_range("num_clusters", 1, 10_000)
         in_range("noise_scale", 1, 64)
@@ -293,11 +299,16 @@ class ProtectionConfig:
                 "bph_weight / crs_weight: the binding losses shape error-minimising noise with the trigger in "
                 'place; add "sample_objective": "minimize" (and "shared_steps": 30 for the group pattern) to use them'
             )
+        if self.method == "mmguard" and self.classifier_steps > 0 and self.sample_objective != "targeted":
+            raise ConfigError(
+                "classifier_steps: the image classifier is a surrogate of the targeted noise, and sample_objective "
+                f'is {self.sample_objective!r}; use "sample_objective": "targeted" or leave classifier_steps at 0'
+            )
         in_range("batch_size", 1, 4096)
         in_range("seed", 0, 2**32 - 1)
         in_range("threads", 1, 256)
         for name in ("shared_steps", "sample_steps", "bilevel_rounds", "inner_steps", "binding_steps", "target_steps",
-                     "num_clusters", "noise_scale", "sample_noise_scale", "trigger_length", "trigger_candidates",
+                     "classifier_steps", "num_clusters", "noise_scale", "sample_noise_scale", "trigger_length", "trigger_candidates",
                      "trigger_trials", "trigger_trial_steps", "batch_size", "seed", "threads", "verify_samples",
                      "verify_seeds"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):

@@ -356,6 +356,7 @@ def protect_shard(
         _check(should_stop)
         t0 = time.perf_counter()
         models = _clean_task_copies(surrogates, data, clean_prompts, config, progress, should_stop)
+        models = models + _classifier_copies(data, groups, shared.grouping, config)
         clean_task_seconds = time.perf_counter() - t0
         clock.seconds += clean_task_seconds
         _check(should_stop)
@@ -478,6 +479,25 @@ def _clean_task_copies(surrogates: Sequence[Surrogate], data: ShardInput, clean_
                  seed=config.seed + 17 + k + 1000 * r,
                  adversarial_epsilon=radius, should_stop=should_stop, progress=report)
     return copies
+
+
+def _classifier_copies(data: ShardInput, groups: Sequence[int], grouping: Grouping,
+                       config: ProtectionConfig) -> list[Surrogate]:
+    """With `classifier_steps`: image-only classifiers trained from scratch on the shard's clean
+    samples, one per radius the LVLM copies use (robust, and plain beside it with `plain_copies`)."""
+    from mmguard_core.engine.image_classifier import train_group_classifier
+
+    if config.classifier_steps == 0:
+        return []
+    radii = [config.robust_epsilon] + ([0.0] if config.plain_copies and config.robust_epsilon > 0 else [])
+    # a target may name a group the shard does not hold by its key (target_answers)
+    keys = {key: j for j, key in enumerate(grouping.keys)} if grouping.structure == "answer" else {}
+    return [Surrogate(f"image-classifier@{radius:.4f}",
+                      train_group_classifier(data.images, groups, data.answers, len(grouping.keys),
+                                             config.classifier_steps, config.batch_size,
+                                             seed=config.seed + 29 + 1000 * r, adversarial_epsilon=radius,
+                                             known_groups=keys))  # type: ignore[arg-type]
+            for r, radius in enumerate(radii)]
 
 
 def _quantise(original: torch.Tensor, perturbed: torch.Tensor, epsilon: float) -> np.ndarray:
