@@ -614,3 +614,49 @@ def test_a_shard_of_one_group_falls_back_to_error_minimising_noise_and_says_so(s
     out = protect_shard(shard, shared, surrogates, config)
     assert out.sample_objective == "minimize" and out.clean_task_seconds == 0.0
     assert all(np.abs(d).max() > 0 for d in noise_of(out.images, shard.images))
+
+
+def test_image_classifier_learns_the_groups_from_scratch_and_its_loss_reaches_the_pixels():
+    from mmguard_core.engine.image_classifier import train_group_classifier
+    from mmguard_core.models.base import Prompt
+
+    gen = torch.Generator().manual_seed(0)
+    colours = torch.tensor([[0.8, 0.2, 0.2], [0.2, 0.8, 0.2], [0.2, 0.2, 0.8]])
+    groups = [i % 3 for i in range(48)]
+    images = [(colours[g][:, None, None] + 0.05 * torch.randn(3, 24, 40, generator=gen)).clamp(0, 1) for g in groups]
+    answers = ["red", "green", "blue"]
+    texts = [answers[g] for g in groups]
+    classifier = train_group_classifier(images, groups, texts, 3, steps=60, batch_size=16, seed=0,
+                                        adversarial_epsilon=2 / 255)
+    again = train_group_classifier(images, groups, texts, 3, steps=60, batch_size=16, seed=0,
+                                   adversarial_epsilon=2 / 255)
+    own = [Prompt("What colour?", t) for t in texts]
+    losses = classifier.forward(images, own).loss
+    assert losses.shape == (48,) and float(losses.mean()) < 0.2  # it reads the groups
+    assert torch.equal(losses, again.forward(images, own).loss)  # deterministic for a seed
+    assert not any(p.requires_grad for p in classifier.model.parameters())  # frozen, as the LVLM copies
+    # the targeted objective: how far each image reads as the next group; differentiable w.r.t. the image
+    delta = torch.zeros(3, 24, 40, requires_grad=True)
+    shifted = [Prompt("What colour?", answers[(g + 1) % 3]) for g in groups[:4]]
+    classifier.forward([images[k] + delta for k in range(4)], shifted).loss.mean().backward()
+    assert delta.grad is not None and delta.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="answer 'purple' belongs to no group"):
+        classifier.forward(images[:1], [Prompt("What colour?", "purple")])
+
+
+def test_classifier_copies_change_the_targeted_noise_and_keep_the_bound(surrogates):
+    data, config, shared = targeted_shard_setup(surrogates)
+    assert config.classifier_steps == 0 and preset("balanced").classifier_steps == 0  # off unless asked for
+    without = protect_shard(data, shared, surrogates, config)
+    again = protect_shard(data, shared, surrogates, config.updated(classifier_steps=0))
+    with_classifier = protect_shard(data, shared, surrogates, config.updated(classifier_steps=20))
+    assert all(np.array_equal(a, b) for a, b in zip(without.images, again.images, strict=True))
+    assert any(not np.array_equal(a, b) for a, b in zip(without.images, with_classifier.images, strict=True))
+    assert largest_change(with_classifier.images, data.images) <= 8
+    assert with_classifier.sample_objective == "targeted"
+    with pytest.raises(ConfigError, match='classifier_steps: the image classifier is a surrogate of the targeted noise'):
+        config.updated(classifier_steps=20, sample_objective="minimize")
+    with pytest.raises(ConfigError, match="classifier_steps: -1 is out of range"):
+        config.updated(classifier_steps=-1)
+    with pytest.raises(ConfigError, match="classifier_steps: 2.5 must be a whole number"):
+        config.updated(classifier_steps=2.5)
