@@ -34,7 +34,7 @@ class ConfigError(ValueError):
 # field but these and no robust_epsilon is a complete job row or report from before the robust copies;
 # it made plain clean-task copies, and from_dict keeps it that way
 FIELDS_ADDED_SINCE_ROBUST_COPIES = frozenset({"robust_epsilon", "momentum", "sample_noise_scale", "plain_copies",
-                                              "classifier_steps"})
+                                              "classifier_steps", "classifier_weight"})
 
 
 def parse_epsilon(value: str | float | int, name: str = "epsilon") -> float:
@@ -205,6 +205,8 @@ class ProtectionConfig:
     # surrogate of another kind beside the LVLM copies (engine/image_classifier.py; 0 = none): noise
     # made on fine-tuned transformers alone reaches models trained from scratch less ("targeted" only)
     classifier_steps: int = 0
+    # each image classifier's weight in the loss the noise minimises, against 1 for each LVLM copy
+    classifier_weight: float = 1.0
     # surrogates and execution
     # "family:/path" or "zoo:family[@seed]" (zoo:llava@2: the llava zoo model pretrained with seed 2, a
     # second checkpoint of the family); empty = the default zoo ensemble
@@ -286,6 +288,7 @@ class ProtectionConfig:
         in_range("stop_loss", 0.0, 100.0)
         in_range("weight_noise", 0.0, 1.0)
         in_range("momentum", 0.0, 1.0)
+        in_range("classifier_weight", 0.01, 100.0)
         if not 0 <= self.robust_epsilon <= 32 / 255:  # a float: __post_init__ parsed it (parse_epsilon)
             raise ConfigError(f"robust_epsilon: {self.robust_epsilon!r} is out of range [0, 32/255]; "
                               "2/255 (the default) is what transferred best, 0 turns it off")

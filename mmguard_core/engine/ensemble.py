@@ -27,6 +27,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 class Surrogate:
     name: str  # the spec it came from, e.g. "zoo:llava" or "llava:/models/llava-1.5-7b-hf"
     adapter: LVLMAdapter
+    weight: float = 1.0  # its share in the loss averaged over the models (the image classifiers': classifier_weight)
 
 
 def default_surrogate_specs() -> list[str]:
@@ -76,7 +77,7 @@ def protection_loss(
     clean_images: Sequence[torch.Tensor] | None = None,
     clean_prompts: Sequence[Prompt] | None = None,
 ) -> torch.Tensor:
-    """Mean over surrogates of l_prot on a batch; differentiable w.r.t. `images`."""
+    """Mean over surrogates (weighted by `Surrogate.weight`) of l_prot on a batch; differentiable w.r.t. `images`."""
     binding = config.uses_binding and clean_images is not None
     total = torch.zeros(())
     for surrogate in surrogates:
@@ -95,5 +96,5 @@ def protection_loss(
             if config.crs_weight > 0:
                 routes = answer_image_routing(out, layers)
                 loss = loss + config.crs_weight * contrastive_routing_shift(routes, clean_routes)
-        total = total + loss.cpu()
-    return total / max(1, len(surrogates))
+        total = total + surrogate.weight * loss.cpu()
+    return total / max(1e-12, sum(surrogate.weight for surrogate in surrogates)) if surrogates else total

@@ -92,11 +92,13 @@ def pixels(images: Sequence[torch.Tensor]) -> torch.Tensor:
 def train_group_classifier(images: Sequence[torch.Tensor], groups: Sequence[int], answers: Sequence[str],
                            num_groups: int, steps: int, batch_size: int, seed: int,
                            adversarial_epsilon: float = 0.0,
-                           known_groups: dict[str, int] | None = None) -> ImageClassifierSurrogate:
+                           known_groups: dict[str, int] | None = None,
+                           device: str | torch.device = "cpu") -> ImageClassifierSurrogate:
     """A fresh classifier trained for `steps` AdamW steps on (image, group); with `adversarial_epsilon`
     > 0 each batch is first moved by one FGSM step of 1.25 epsilon from a random start in the epsilon
     ball (as the LVLM copies: models/training.finetune). `known_groups`: further answer texts and
-    their groups (a group's key, for groups the training samples do not hold). Deterministic for a seed; returned frozen
+    their groups (a group's key, for groups the training samples do not hold). Trained on the CPU (a
+    few seconds), then moved to `device`, where the noise is made. Deterministic for a seed; returned frozen
     in eval mode. The caller's global RNG is left as it was."""
     group_of_answer: dict[str, int] = dict(known_groups or {})
     for answer, group in zip(answers, groups, strict=True):
@@ -132,7 +134,7 @@ def train_group_classifier(images: Sequence[torch.Tensor], groups: Sequence[int]
         optimiser.step()
         if not math.isfinite(float(loss.detach())):
             raise RuntimeError("image classifier: the training loss is not finite")
-    model.eval()
+    model.eval().to(device)
     for param in model.parameters():
         param.requires_grad_(False)
     return ImageClassifierSurrogate(model, group_of_answer)

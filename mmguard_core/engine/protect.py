@@ -35,7 +35,7 @@ import torch
 from mmguard_core.config import ProtectionConfig
 from mmguard_core.data.images import quantize_with_bound
 from mmguard_core.engine import noise
-from mmguard_core.engine.ensemble import Surrogate, protection_loss
+from mmguard_core.engine.ensemble import Surrogate, protection_loss, resolve_device
 from mmguard_core.engine.grouping import Grouping, choose_structure
 from mmguard_core.engine.transforms import apply_random
 from mmguard_core.engine.trigger_race import alternative_triggers, race_triggers
@@ -496,7 +496,8 @@ def _classifier_copies(data: ShardInput, groups: Sequence[int], grouping: Groupi
                       train_group_classifier(data.images, groups, data.answers, len(grouping.keys),
                                              config.classifier_steps, config.batch_size,
                                              seed=config.seed + 29 + 1000 * r, adversarial_epsilon=radius,
-                                             known_groups=keys))  # type: ignore[arg-type]
+                                             known_groups=keys, device=resolve_device(config.device)),  # type: ignore[arg-type]
+                      weight=config.classifier_weight)
             for r, radius in enumerate(radii)]
 
 
