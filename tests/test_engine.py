@@ -654,6 +654,11 @@ def test_classifier_copies_change_the_targeted_noise_and_keep_the_bound(surrogat
     assert any(not np.array_equal(a, b) for a, b in zip(without.images, with_classifier.images, strict=True))
     assert largest_change(with_classifier.images, data.images) <= 8
     assert with_classifier.sample_objective == "targeted"
+    lighter = protect_shard(data, shared, surrogates, config.updated(classifier_steps=20, classifier_weight=0.25))
+    assert any(not np.array_equal(a, b) for a, b in zip(lighter.images, with_classifier.images, strict=True))
+    assert largest_change(lighter.images, data.images) <= 8
+    with pytest.raises(ConfigError, match=r"classifier_weight: 0 is out of range \[0.01, 100.0\]"):
+        config.updated(classifier_weight=0)
     with pytest.raises(ConfigError, match='classifier_steps: the image classifier is a surrogate of the targeted noise'):
         config.updated(classifier_steps=20, sample_objective="minimize")
     with pytest.raises(ConfigError, match="classifier_steps: -1 is out of range"):
