@@ -48,6 +48,7 @@ VARIANTS: dict[str, dict] = {
     "grid8": {"sample_noise_scale": 8},
     "robust-only": {"plain_copies": False},
     "momentum": {"momentum": 1.0},
+    "classifier": {"classifier_steps": 300},
 }
 
 

@@ -42,7 +42,7 @@ from mmguard_core.pipeline import run_protection  # noqa: E402
 # pixel-level noise), written out so the variants below keep their meaning whatever --preset or
 # --base says; the "-robust" variants put the twelfth session's adversarially fine-tuned copies on top
 TARGETED = {"sample_objective": "targeted", "shared_steps": 0, "robust_epsilon": 0.0, "sample_noise_scale": 1,
-            "plain_copies": False}
+            "plain_copies": False, "classifier_steps": 0}
 
 VARIANTS: dict[str, dict] = {
     "prefix-distinct": {"trigger_position": "prefix", "trigger_vocabulary": "distinct"},

@@ -408,11 +408,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (20 inserted words, not 12: protection of held-out families grew with trigger length, method.md);
     # smooth per-sample noise (a 4x coarser grid) against a plain copy of each surrogate beside each
     # robust one (fourteenth session: over six protection seeds fewer cells under target and cleaner
-    # images, for 1.6x the time; method.md); the bi-level settings count only when a config turns the
-    # group pattern back on (shared_steps)
+    # images, for 1.6x the time; method.md), and image classifiers trained from scratch beside them at
+    # half an LVLM copy's weight (eighteenth session: the held-out Idefics3 after the word strippers
+    # and the CNN from under their targets to over them; method.md); the bi-level settings count only
+    # when a config turns the group pattern back on (shared_steps)
     "strong": {"sample_steps": 10, "bilevel_rounds": 4, "inner_steps": 20, "trigger_candidates": 128,
                "eot_transforms": ["resize", "crop", "blur", "noise", "jpeg"], "trigger_length": 5,
-               "sample_noise_scale": 4, "plain_copies": True},
+               "sample_noise_scale": 4, "plain_copies": True, "classifier_steps": 300, "classifier_weight": 0.5},
 }
 
 

@@ -647,6 +647,7 @@ def test_image_classifier_learns_the_groups_from_scratch_and_its_loss_reaches_th
 def test_classifier_copies_change_the_targeted_noise_and_keep_the_bound(surrogates):
     data, config, shared = targeted_shard_setup(surrogates)
     assert config.classifier_steps == 0 and preset("balanced").classifier_steps == 0  # off unless asked for
+    assert (preset("strong").classifier_steps, preset("strong").classifier_weight) == (300, 0.5)
     without = protect_shard(data, shared, surrogates, config)
     again = protect_shard(data, shared, surrogates, config.updated(classifier_steps=0))
     with_classifier = protect_shard(data, shared, surrogates, config.updated(classifier_steps=20))
