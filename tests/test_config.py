@@ -105,6 +105,11 @@ def test_a_config_from_before_the_targeted_default_still_means_what_it_meant():
     old.update(shared_steps=30, bph_weight=1.0)
     assert ProtectionConfig.from_dict(old).sample_objective == "minimize"
     assert preset("strong", shared_steps=60).sample_objective == "minimize"  # asking for the group pattern
+    # ... which drops strong's image classifiers (a surrogate of the targeted noise only)
+    assert preset("strong", shared_steps=60).classifier_steps == 0
+    assert preset("strong", sample_objective="minimize", shared_steps=30).classifier_steps == 0
+    with pytest.raises(ConfigError, match="classifier_steps: the image classifier is a surrogate of the targeted"):
+        preset("strong", sample_objective="minimize", shared_steps=30, classifier_steps=300)  # asked for both
     assert preset("strong").sample_objective == "targeted"
     with pytest.raises(ConfigError, match='weight_noise.*"shared_steps": 30'):
         preset("balanced", weight_noise=0.3)  # it would do nothing without the pattern's steps
