@@ -5,9 +5,10 @@
 
 Each argument is NAME=FILE, optionally #SECTION: only the rows under `## ` headings that start with
 SECTION (a docs file holding several arms). Prints, per world, a summary line per arm over the rows
-with a target (rows under target, their mean, the word-stripper rows' mean, the Idefics3 rows' mean,
-the lowest row) and every row where some arm misses its target. Tables in the docs are made with it,
-not typed: a number in a comparison is the number in the pooled table.
+with a target (rows under target, their mean, the word-stripper rows' mean, the Idefics3 rows' mean
+and the Gemma3 rows' mean — the held-out families furthest from their targets in turn —, the lowest
+row) and every row where some arm misses its target. Tables in the docs are made with it, not typed:
+a number in a comparison is the number in the pooled table.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Summary:
     mean: float
     strippers: float | None
     idefics3: float | None
+    gemma3: float | None
     lowest: float
 
 
@@ -59,6 +61,7 @@ def summarise(rows: dict[str, tuple[float, float]]) -> Summary:
         mean=sum(means) / len(means),
         strippers=_mean([mean for row, (mean, _) in rows.items() if "strip_" in row]),
         idefics3=_mean([mean for row, (mean, _) in rows.items() if "idefics3" in row]),
+        gemma3=_mean([mean for row, (mean, _) in rows.items() if "gemma3" in row]),
         lowest=min(means),
     )
 
@@ -72,13 +75,13 @@ def report(arms: list[tuple[str, dict[str, dict[str, tuple[float, float]]]]]) ->
     lines = []
     for world in worlds:
         lines += [f"#### zoo `{world}`", "",
-                  "| arm | rows with a target | under target | mean | strippers | Idefics3 | lowest |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+                  "| arm | rows with a target | under target | mean | strippers | Idefics3 | Gemma3 | lowest |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, tables in arms:
             if world in tables:
                 s = summarise(tables[world])
                 lines.append(f"| {name} | {s.rows} | {s.under} | {s.mean:.3f} | {_fmt(s.strippers, 3)} | "
-                             f"{_fmt(s.idefics3, 2)} | {s.lowest:.2f} |")
+                             f"{_fmt(s.idefics3, 2)} | {_fmt(s.gemma3, 2)} | {s.lowest:.2f} |")
         lines += ["", "| row | " + " | ".join(name for name, _ in arms) + " | target |",
                   "| --- |" + " --- |" * (len(arms) + 1)]
         row_names = list(dict.fromkeys(row for _, tables in arms for row in tables.get(world, {})))
