@@ -92,6 +92,48 @@ def code_state() -> dict:
     return state
 
 
+def zoo_state(size: str, cache_dir: Path | None = None) -> dict:
+    """Which zoo weights a run used: a hash over the `size` world's built checkpoints (each family and
+    pretraining seed in the cache, by name and bytes) and the CPU that ran it. The zoo is rebuilt on each
+    machine; a build repeats itself on one machine, but another CPU may round differently, and the
+    protected copies then differ: the twentieth session's seeds 3-5 did not reproduce the eighteenth's
+    cells (docs/evaluation.md), and nothing recorded could tell whether the weights were the cause."""
+    from mmguard_core.models.zoo import default_cache_dir
+
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    digest, checkpoints = hashlib.sha256(), []
+    for weights in sorted(root.glob(f"{size}-seed*/*/model.safetensors")):
+        name = weights.parent.relative_to(root).as_posix()
+        checkpoints.append(name)
+        digest.update(name.encode() + b"\0" + hashlib.sha256(weights.read_bytes()).digest())
+    return {"weights_sha256": digest.hexdigest()[:16] if checkpoints else None, "checkpoints": checkpoints,
+            "cpu": cpu_model()}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def describe_zoo(states: list[dict | None]) -> str:
+    """One line for a table's header: the zoo weights the pooled runs used (more than one hash is called
+    out: cells made on different weights are not reruns of one another)."""
+    known = [s for s in states if s and s.get("weights_sha256")]
+    if not known:
+        return "Zoo weights: not recorded (a run from before the twentieth session)."
+    hashes = sorted({s["weights_sha256"] for s in known})
+    cpus = ", ".join(sorted({s["cpu"] for s in known}))
+    if len(hashes) == 1:
+        count = len(known[0]["checkpoints"])
+        return f"Zoo weights: hash {hashes[0]} over {count} checkpoint{'s' * (count != 1)}; CPU {cpus}."
+    return f"**Zoo weights differ between the runs** (hashes {', '.join(hashes)}); CPU {cpus}."
+
+
 def _git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=30).stdout
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks.common import code_state, describe_code, output_file, write_task  # noqa: E402
+from benchmarks.common import code_state, describe_code, describe_zoo, output_file, write_task, zoo_state  # noqa: E402
 from mmguard_core.config import preset  # noqa: E402
 from mmguard_core.data import load_dataset  # noqa: E402
 from mmguard_core.evaluate import COUNTERMEASURES, VictimRecipe, evaluate_protection  # noqa: E402
@@ -170,6 +170,7 @@ def main() -> int:
                 write_outputs(results, args.out, argv=sys.argv, plot_too=False)
                 log(f"[{task}] recipe {name} on {spec}: protection {fmt(result['protection_mean'], result['protection_std'])}")
     results["seconds"] = time.perf_counter() - started
+    setup["zoo_state"] = zoo_state(args.zoo_size)  # at the end: the victims the run built on demand count too
     write_outputs(results, args.out, argv=sys.argv)
     log(f"wrote {args.out}.json / .md / .png")
     return 0
@@ -195,7 +196,7 @@ def markdown(results: dict, argv: list[str]) -> str:
                  f"victim seeds {setup['seeds']}, base recipe {setup['base_recipe']}, non-transformer recipe "
                  f"{setup['cnn_recipe']}, {setup['torch_threads']} torch thread(s)."
                  + (f" Wall time {results['seconds'] / 60:.1f} min." if "seconds" in results else " (partial)"))
-    lines += ["", describe_code(setup.get("code"))]
+    lines += ["", describe_code(setup.get("code")), "", describe_zoo([setup.get("zoo_state")])]
     lines.append("")
     lines.append("Protection = 1 − (acc_protected − floor)/(acc_clean − floor), capped at 1, floor = test majority "
                  "rate; mean ± population std over seeds. acc columns: clean-trained / protected-trained "

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import describe_code, output_file  # noqa: E402
+from benchmarks.common import describe_code, describe_zoo, output_file  # noqa: E402
 
 TARGETS = {"white-box": 0.99, "gray-box": 0.95, "black-box": 0.95}
 
@@ -49,8 +49,10 @@ def pool(files: list[Path]) -> dict:
             group = groups.setdefault((setup["zoo_size"], task), {"rows": {}, "seeds": set(), "psnr": [],
                                                                    "preset": setup["preset"],
                                                                    "victim_seeds": set(),
-                                                                   "ensemble": setup["ensemble"], "code": {}})
+                                                                   "ensemble": setup["ensemble"], "code": {},
+                                                                   "zoo": []})
             group["seeds"].add(seed)
+            group["zoo"].append(setup.get("zoo_state"))
             code = setup.get("code")
             group["code"].setdefault(code["source_sha256"] if code else None, (code, []))[1].append(seed)
             group["victim_seeds"].update(int(v) for v in str(setup["seeds"]).split(","))
@@ -100,7 +102,7 @@ def main() -> int:
         lines += [f"### {task}, zoo `{zoo}`", "",
                   f"Preset `{group['preset']}`, ensemble {group['ensemble']}, protection seeds {seeds}, victim "
                   f"seeds {sorted(group['victim_seeds'])}; PSNR {min(group['psnr']):.1f}–{max(group['psnr']):.1f} dB.", "",
-                  *code_lines(group["code"]),
+                  *code_lines(group["code"]), describe_zoo(group["zoo"]), "",
                   "| row | protection, mean ± std | per protection seed (min – max) | runs | target |",
                   "| --- | --- | --- | --- | --- |"]
         for row, values in group["rows"].items():
