@@ -49,7 +49,9 @@ def read_rows(path: Path, section: str | None = None) -> dict[str, dict[str, tup
     return rows
 
 
-def _mean(values: list[float]) -> float | None:
+def _mean_of(rows: dict[str, tuple[float, float]], word: str) -> float | None:
+    """The mean of the rows whose name holds `word` (None when none does)."""
+    values = [mean for row, (mean, _) in rows.items() if word in row]
     return sum(values) / len(values) if values else None
 
 
@@ -59,9 +61,9 @@ def summarise(rows: dict[str, tuple[float, float]]) -> Summary:
         rows=len(rows),
         under=sum(mean < target for mean, target in rows.values()),
         mean=sum(means) / len(means),
-        strippers=_mean([mean for row, (mean, _) in rows.items() if "strip_" in row]),
-        idefics3=_mean([mean for row, (mean, _) in rows.items() if "idefics3" in row]),
-        gemma3=_mean([mean for row, (mean, _) in rows.items() if "gemma3" in row]),
+        strippers=_mean_of(rows, "strip_"),
+        idefics3=_mean_of(rows, "idefics3"),
+        gemma3=_mean_of(rows, "gemma3"),
         lowest=min(means),
     )
 
