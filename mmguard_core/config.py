@@ -24,6 +24,8 @@ SAMPLE_OBJECTIVES = ("minimize", "targeted")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
 ZOO_SIZES = ("test", "small", "small-fillers")
+# the image classifiers' architectures (engine/image_classifier.ARCHITECTURES builds them)
+CLASSIFIER_ARCHITECTURES = ("cnn", "vit")
 
 
 class ConfigError(ValueError):
@@ -34,7 +36,8 @@ class ConfigError(ValueError):
 # field but these and no robust_epsilon is a complete job row or report from before the robust copies;
 # it made plain clean-task copies, and from_dict keeps it that way
 FIELDS_ADDED_SINCE_ROBUST_COPIES = frozenset({"robust_epsilon", "momentum", "sample_noise_scale", "plain_copies",
-                                              "classifier_steps", "classifier_weight"})
+                                              "classifier_steps", "classifier_weight",
+                                              "classifier_architectures"})
 
 
 def parse_epsilon(value: str | float | int, name: str = "epsilon") -> float:
@@ -207,6 +210,9 @@ class ProtectionConfig:
     classifier_steps: int = 0
     # each image classifier's weight in the loss the noise minimises, against 1 for each LVLM copy
     classifier_weight: float = 1.0
+    # which classifiers: "cnn" (strided convolutions) and/or "vit" (a small patch transformer); each one
+    # named is trained at every radius the LVLM copies use, at classifier_weight each
+    classifier_architectures: list[str] = field(default_factory=lambda: ["cnn"])
     # surrogates and execution
     # "family:/path" or "zoo:family[@seed]" (zoo:llava@2: the llava zoo model pretrained with seed 2, a
     # second checkpoint of the family); empty = the default zoo ensemble
@@ -232,6 +238,8 @@ class ProtectionConfig:
         self.robust_epsilon = parse_epsilon(self.robust_epsilon, "robust_epsilon")
         self.eot_transforms = list(self.eot_transforms)
         self.surrogates = list(self.surrogates)
+        if isinstance(self.classifier_architectures, list | tuple):
+            self.classifier_architectures = list(self.classifier_architectures)
         self.bph_betas = _three_weights(self.bph_betas)  # type: ignore[assignment]
         self.validate()
 
@@ -289,6 +297,11 @@ class ProtectionConfig:
         in_range("weight_noise", 0.0, 1.0)
         in_range("momentum", 0.0, 1.0)
         in_range("classifier_weight", 0.01, 100.0)
+        architectures = self.classifier_architectures
+        if (not isinstance(architectures, list) or not architectures
+                or any(a not in CLASSIFIER_ARCHITECTURES for a in architectures) or len(set(architectures)) < len(architectures)):
+            raise ConfigError(f"classifier_architectures: {architectures!r} must be a non-empty list of distinct names "
+                              f"from {', '.join(CLASSIFIER_ARCHITECTURES)}")
         if not 0 <= self.robust_epsilon <= 32 / 255:  # a float: __post_init__ parsed it (parse_epsilon)
             raise ConfigError(f"robust_epsilon: {self.robust_epsilon!r} is out of range [0, 32/255]; "
                               "2/255 (the default) is what transferred best, 0 turns it off")

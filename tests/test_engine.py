@@ -616,8 +616,10 @@ def test_a_shard_of_one_group_falls_back_to_error_minimising_noise_and_says_so(s
     assert all(np.abs(d).max() > 0 for d in noise_of(out.images, shard.images))
 
 
-def test_image_classifier_learns_the_groups_from_scratch_and_its_loss_reaches_the_pixels():
-    from mmguard_core.engine.image_classifier import train_group_classifier
+@pytest.mark.parametrize("architecture", ["cnn", "vit"])
+def test_image_classifier_learns_the_groups_from_scratch_and_its_loss_reaches_the_pixels(architecture):
+    from mmguard_core.config import CLASSIFIER_ARCHITECTURES
+    from mmguard_core.engine.image_classifier import ARCHITECTURES, train_group_classifier
     from mmguard_core.models.base import Prompt
 
     gen = torch.Generator().manual_seed(0)
@@ -627,9 +629,10 @@ def test_image_classifier_learns_the_groups_from_scratch_and_its_loss_reaches_th
     answers = ["red", "green", "blue"]
     texts = [answers[g] for g in groups]
     classifier = train_group_classifier(images, groups, texts, 3, steps=60, batch_size=16, seed=0,
-                                        adversarial_epsilon=2 / 255)
+                                        adversarial_epsilon=2 / 255, architecture=architecture)
     again = train_group_classifier(images, groups, texts, 3, steps=60, batch_size=16, seed=0,
-                                   adversarial_epsilon=2 / 255)
+                                   adversarial_epsilon=2 / 255, architecture=architecture)
+    assert tuple(ARCHITECTURES) == CLASSIFIER_ARCHITECTURES  # the names config validates are the ones built
     own = [Prompt("What colour?", t) for t in texts]
     losses = classifier.forward(images, own).loss
     assert losses.shape == (48,) and float(losses.mean()) < 0.2  # it reads the groups
@@ -658,6 +661,13 @@ def test_classifier_copies_change_the_targeted_noise_and_keep_the_bound(surrogat
     lighter = protect_shard(data, shared, surrogates, config.updated(classifier_steps=20, classifier_weight=0.25))
     assert any(not np.array_equal(a, b) for a, b in zip(lighter.images, with_classifier.images, strict=True))
     assert largest_change(lighter.images, data.images) <= 8
+    # a second architecture beside the CNN adds its own copies; the CNN alone is the default and unchanged
+    assert preset("strong").classifier_architectures == ["cnn"]
+    both = protect_shard(data, shared, surrogates, config.updated(classifier_steps=20, classifier_architectures=["cnn", "vit"]))
+    assert any(not np.array_equal(a, b) for a, b in zip(both.images, with_classifier.images, strict=True))
+    assert largest_change(both.images, data.images) <= 8
+    with pytest.raises(ConfigError, match="classifier_architectures: \\['resnet'\\] must be a non-empty list of distinct"):
+        config.updated(classifier_architectures=["resnet"])
     with pytest.raises(ConfigError, match=r"classifier_weight: 0 is out of range \[0.01, 100.0\]"):
         config.updated(classifier_weight=0)
     with pytest.raises(ConfigError, match='classifier_steps: the image classifier is a surrogate of the targeted noise'):

@@ -7,7 +7,9 @@ and the noise made on fine-tuned transformers alone reaches it less (the CNN is 
 model under its target in most matrices, docs/evaluation.md). Fowl et al. (2021) crafted their
 adversarial poisons on a classifier trained from scratch on the clean data; this is that
 classifier, deliberately unlike the `cnn` victim (strided 5x5 / 3x3 convolutions with batch norm
-and GELU at 48 px, average and max pooling, image only), so that victim stays a black box.
+and GELU at 48 px, average and max pooling, image only), so that victim stays a black box. A second
+architecture, a small patch transformer (`vit`), can stand beside it (`classifier_architectures`):
+classifiers of more than one kind, as the LVLM ensemble holds more than one family.
 
 It predicts the sample's *group* (the answer for answer-structured data, the image cluster for
 captions): the targeted objective asks each image to read as the next group's. It duck-types the
@@ -44,6 +46,31 @@ class GroupClassifier(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         maps = self.features(pixels)
         return self.head(torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1))
+
+
+class PatchClassifier(nn.Module):
+    """A small vision transformer (6 px patches of the 48 px image, two pre-norm encoder layers, mean
+    pooled): the second architecture, nearer the ViT towers of the LVLM families than the CNN, but
+    trained from scratch like it."""
+
+    def __init__(self, num_groups: int, width: int = 64, patch: int = 6, layers: int = 2, heads: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, width, patch, stride=patch)
+        self.position = nn.Parameter(torch.zeros(1, (INPUT_SIZE // patch) ** 2, width))
+        nn.init.normal_(self.position, std=0.02)
+        layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width, dropout=0.0,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, num_groups)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(pixels).flatten(2).transpose(1, 2) + self.position
+        return self.head(self.norm(self.encoder(tokens)).mean(dim=1))
+
+
+# the architectures `classifier_architectures` names (config.py validates against these keys)
+ARCHITECTURES: dict[str, type[nn.Module]] = {"cnn": GroupClassifier, "vit": PatchClassifier}
 
 
 @dataclass
@@ -93,13 +120,14 @@ def train_group_classifier(images: Sequence[torch.Tensor], groups: Sequence[int]
                            num_groups: int, steps: int, batch_size: int, seed: int,
                            adversarial_epsilon: float = 0.0,
                            known_groups: dict[str, int] | None = None,
+                           architecture: str = "cnn",
                            device: str | torch.device = "cpu") -> ImageClassifierSurrogate:
     """A fresh classifier trained for `steps` AdamW steps on (image, group); with `adversarial_epsilon`
     > 0 each batch is first moved by one FGSM step of 1.25 epsilon from a random start in the epsilon
     ball (as the LVLM copies: models/training.finetune). `known_groups`: further answer texts and
     their groups (a group's key, for groups the training samples do not hold). Trained on the CPU (a
     few seconds), then moved to `device`, where the noise is made. Deterministic for a seed; returned frozen
-    in eval mode. The caller's global RNG is left as it was."""
+    in eval mode. The caller's global RNG is left as it was. `architecture`: a key of ARCHITECTURES."""
     group_of_answer: dict[str, int] = dict(known_groups or {})
     for answer, group in zip(answers, groups, strict=True):
         group_of_answer.setdefault(answer, group)
@@ -107,7 +135,7 @@ def train_group_classifier(images: Sequence[torch.Tensor], groups: Sequence[int]
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = GroupClassifier(num_groups)
+        model = ARCHITECTURES[architecture](num_groups)
     data = pixels(images).detach()  # the resize is linear: perturbing the 48 px copy stands in for the image
     labels = torch.tensor(list(groups), dtype=torch.long)
     optimiser = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmguard_core.config import ProtectionConfig
+from mmguard_core.config import CLASSIFIER_ARCHITECTURES, ProtectionConfig
 from mmguard_core.data.images import quantize_with_bound
 from mmguard_core.engine import noise
 from mmguard_core.engine.ensemble import Surrogate, protection_loss, resolve_device
@@ -492,13 +492,15 @@ def _classifier_copies(data: ShardInput, groups: Sequence[int], grouping: Groupi
     radii = [config.robust_epsilon] + ([0.0] if config.plain_copies and config.robust_epsilon > 0 else [])
     # a target may name a group the shard does not hold by its key (target_answers)
     keys = {key: j for j, key in enumerate(grouping.keys)} if grouping.structure == "answer" else {}
-    return [Surrogate(f"image-classifier@{radius:.4f}",
+    # the CNN keeps the name and seed it had before there was a choice, so its noise is unchanged
+    return [Surrogate(f"image-classifier@{radius:.4f}" if arch == "cnn" else f"image-classifier-{arch}@{radius:.4f}",
                       train_group_classifier(data.images, groups, data.answers, len(grouping.keys),
                                              config.classifier_steps, config.batch_size,
-                                             seed=config.seed + 29 + 1000 * r, adversarial_epsilon=radius,
-                                             known_groups=keys, device=resolve_device(config.device)),  # type: ignore[arg-type]
+                                             seed=config.seed + 29 + 1000 * r + 7 * CLASSIFIER_ARCHITECTURES.index(arch), adversarial_epsilon=radius,
+                                             known_groups=keys, architecture=arch,
+                                             device=resolve_device(config.device)),  # type: ignore[arg-type]
                       weight=config.classifier_weight)
-            for r, radius in enumerate(radii)]
+            for arch in config.classifier_architectures for r, radius in enumerate(radii)]
 
 
 def _quantise(original: torch.Tensor, perturbed: torch.Tensor, epsilon: float) -> np.ndarray:
