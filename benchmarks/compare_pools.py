@@ -7,8 +7,9 @@ Each argument is NAME=FILE, optionally #SECTION: only the rows under `## ` headi
 SECTION (a docs file holding several arms). Prints, per world, a summary line per arm over the rows
 with a target (rows under target, their mean, the word-stripper rows' mean, the Idefics3 rows' mean
 and the Gemma3 rows' mean — the held-out families furthest from their targets in turn —, the lowest
-row) and every row where some arm misses its target. Tables in the docs are made with it, not typed:
-a number in a comparison is the number in the pooled table.
+row) and every row where some arm misses its target (`--all-rows`: every row). `--common` keeps only
+the rows every arm holds, to set a reduced screen beside a complete matrix. Tables in the docs are made
+with it, not typed: a number in a comparison is the number in the pooled table.
 """
 
 from __future__ import annotations
@@ -72,7 +73,20 @@ def _fmt(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def report(arms: list[tuple[str, dict[str, dict[str, tuple[float, float]]]]]) -> str:
+Tables = dict[str, dict[str, tuple[float, float]]]
+
+
+def common_rows(arms: list[tuple[str, Tables]]) -> list[tuple[str, Tables]]:
+    """Each arm cut to the rows, per world, that every arm holding that world holds."""
+    shared: dict[str, set[str]] = {}
+    for _, tables in arms:
+        for world, rows in tables.items():
+            shared[world] = shared[world] & set(rows) if world in shared else set(rows)
+    return [(name, {world: {row: cell for row, cell in rows.items() if row in shared[world]}
+                    for world, rows in tables.items()}) for name, tables in arms]
+
+
+def report(arms: list[tuple[str, Tables]], all_rows: bool = False) -> str:
     worlds = list(dict.fromkeys(world for _, tables in arms for world in tables))
     lines = []
     for world in worlds:
@@ -89,7 +103,7 @@ def report(arms: list[tuple[str, dict[str, dict[str, tuple[float, float]]]]]) ->
         row_names = list(dict.fromkeys(row for _, tables in arms for row in tables.get(world, {})))
         for row in row_names:
             cells = [tables.get(world, {}).get(row) for _, tables in arms]
-            if any(cell and cell[0] < cell[1] for cell in cells):
+            if all_rows or any(cell and cell[0] < cell[1] for cell in cells):
                 target = next(cell[1] for cell in cells if cell)
                 shown = [("–" if cell is None else (f"**{cell[0]:.2f}**" if cell[0] < cell[1] else f"{cell[0]:.2f}"))
                          for cell in cells]
@@ -111,6 +125,8 @@ def parse_arm(spec: str) -> tuple[str, Path, str | None]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("arms", nargs="+", type=parse_arm, metavar="NAME=FILE[#SECTION]")
+    parser.add_argument("--common", action="store_true", help="only the rows every arm holds (per world)")
+    parser.add_argument("--all-rows", action="store_true", help="list every row, not only those some arm misses")
     args = parser.parse_args(argv)
     arms = []
     for name, path, section in args.arms:
@@ -118,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         if not tables:
             parser.error(f"{name}: no pooled rows in {path}" + (f" under '## {section}'" if section else ""))
         arms.append((name, tables))
-    print(report(arms))
+    print(report(common_rows(arms) if args.common else arms, all_rows=args.all_rows))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from benchmarks.compare_pools import read_rows, report, summarise
+from benchmarks.compare_pools import common_rows, read_rows, report, summarise
 from tests.benchmark_helpers import pool_runs
 
 
@@ -59,3 +59,19 @@ def test_sections_pick_one_arm_out_of_a_file_holding_several(tmp_path):
     assert read_rows(doc, "control")["small"]["white-box `zoo:llava`"][0] == 1.0
     assert read_rows(doc, "momentum")["small"]["white-box `zoo:llava`"][0] == 0.92
     assert read_rows(doc, "spread") == {}
+
+
+def test_common_rows_set_a_reduced_screen_beside_a_complete_matrix(tmp_path):
+    complete = pool_runs(tmp_path / "complete", [_run(tmp_path, "complete", 0, {"white": 1.0, "idefics3": 0.9, "strip": 0.5})])
+    screen_run = _run(tmp_path, "screen", 0, {"white": 0.98, "idefics3": 0.9, "strip": 0.5})
+    data = json.loads(screen_run.read_text())
+    del data["tasks"]["color@0.2"]["threats"]["idefics3"]["conditions"]["strip_vocab"]  # the screen lacks a row
+    screen_run.write_text(json.dumps(data))
+    screen = pool_runs(tmp_path / "screen", [screen_run])
+    arms = common_rows([("complete", read_rows(complete)), ("screen", read_rows(screen))])
+    assert [sorted(tables["small"]) for _, tables in arms] == [["black-box `zoo:idefics3`", "white-box `zoo:llava`"]] * 2
+    assert summarise(arms[0][1]["small"]).rows == 2  # the complete matrix's third row is left out
+    text = report(arms, all_rows=True)
+    assert "| black-box `zoo:idefics3` | 0.90 | 0.90 | ≥ 0.95 |" not in text  # 0.90 misses: bold
+    assert "| black-box `zoo:idefics3` | **0.90** | **0.90** | ≥ 0.95 |" in text
+    assert "| white-box `zoo:llava` | 1.00 | **0.98** | ≥ 0.99 |" in text
