@@ -101,23 +101,43 @@ def zoo_state(size: str, cache_dir: Path | None = None) -> dict:
     from mmguard_core.models.zoo import default_cache_dir
 
     root = Path(cache_dir) if cache_dir else default_cache_dir()
-    digest, checkpoints = hashlib.sha256(), []
+    digest, checkpoints, per_checkpoint = hashlib.sha256(), [], {}
     for weights in sorted(root.glob(f"{size}-seed*/*/model.safetensors")):
         name = weights.parent.relative_to(root).as_posix()
         checkpoints.append(name)
-        digest.update(name.encode() + b"\0" + hashlib.sha256(weights.read_bytes()).digest())
+        own = hashlib.sha256(weights.read_bytes()).digest()
+        per_checkpoint[name] = own.hex()[:12]  # which checkpoint differs when two worlds' hashes do
+        digest.update(name.encode() + b"\0" + own)
     return {"weights_sha256": digest.hexdigest()[:16] if checkpoints else None, "checkpoints": checkpoints,
-            "cpu": cpu_model()}
+            "checkpoint_sha256": per_checkpoint, "cpu": cpu_model()}
 
 
 def cpu_model() -> str:
+    """The CPU's name, with its family/model and the vector instructions torch's kernels use: machines
+    that all call themselves "AMD EPYC" round differently (the twenty-second session's zoo build, on an
+    AVX2-only EPYC, did not hash to the twenty-first session's), and the name alone cannot tell them apart."""
+    name, ids = "", {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "model name" and not name:
+                name = value
+            elif key in ("cpu family", "model") and key not in ids:
+                ids[key] = value
+            elif not line.strip() and name:
+                break
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    name = name or platform.processor() or platform.machine() or "unknown"
+    if ids:
+        name += f" (family {ids.get('cpu family', '?')} model {ids.get('model', '?')})"
+    try:
+        import torch
+
+        name += f", torch {torch.backends.cpu.get_cpu_capability()}"
+    except Exception:  # torch missing or too old to say: the name is still worth recording
+        pass
+    return name
 
 
 def describe_zoo(states: list[dict | None]) -> str:

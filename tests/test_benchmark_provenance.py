@@ -81,7 +81,12 @@ def test_zoo_state_hashes_one_worlds_checkpoints_by_name_and_bytes(tmp_path):
     _checkpoint(cache, "small-seed1/llava", b"gray-box weights, rounded elsewhere")
     assert zoo_state("small", cache)["weights_sha256"] != state["weights_sha256"]
     assert zoo_state("small-fillers", cache)["checkpoints"] == ["small-fillers-seed0/llava"]
-    assert zoo_state("tiny", cache) == {"weights_sha256": None, "checkpoints": [], "cpu": state["cpu"]}
+    assert zoo_state("tiny", cache) == {"weights_sha256": None, "checkpoints": [], "checkpoint_sha256": {},
+                                        "cpu": state["cpu"]}
+    # each checkpoint's own digest says which one moved when the world's hash did
+    moved = zoo_state("small", cache)["checkpoint_sha256"]
+    assert moved["small-seed0/llava"] == state["checkpoint_sha256"]["small-seed0/llava"]
+    assert moved["small-seed1/llava"] != state["checkpoint_sha256"]["small-seed1/llava"]
 
 
 def test_pool_names_its_zoo_weights_and_calls_out_runs_on_different_ones(tmp_path):
