@@ -89,6 +89,19 @@ def test_zoo_state_hashes_one_worlds_checkpoints_by_name_and_bytes(tmp_path):
     assert moved["small-seed1/llava"] != state["checkpoint_sha256"]["small-seed1/llava"]
 
 
+def test_zoo_state_counts_only_the_checkpoints_a_run_used(tmp_path):
+    cache = tmp_path / "zoo"
+    _checkpoint(cache, "small-seed0/llava", b"llava weights")
+    _checkpoint(cache, "small-seed1/llava", b"gray-box weights")
+    used = ["llava", "zoo:llava@1"]
+    before = zoo_state("small", cache, used=used)
+    assert before == zoo_state("small", cache)  # all the cache holds was used: the unfiltered hash
+    _checkpoint(cache, "small-seed0/llava_next", b"built for another run")
+    assert zoo_state("small", cache, used=used) == before  # another run's family leaves this hash alone
+    assert zoo_state("small", cache)["weights_sha256"] != before["weights_sha256"]
+    assert zoo_state("small", cache, used=["llava_next"])["checkpoints"] == ["small-seed0/llava_next"]
+
+
 def test_pool_names_its_zoo_weights_and_calls_out_runs_on_different_ones(tmp_path):
     cache = tmp_path / "zoo"
     _checkpoint(cache, "small-seed0/llava", b"llava weights")
