@@ -102,27 +102,23 @@ def zoo_state(size: str, cache_dir: Path | None = None, used: list[str] | None =
     `used` ("family" or "family@seed", as zoo specs name them) limits the hash to the checkpoints a run
     loaded: a family built in the same cache for another run (the twenty-third session's third ensemble
     members) would otherwise change the hash of runs that never touched it."""
-    from mmguard_core.models.zoo import default_cache_dir
+    from mmguard_core.config import parse_zoo_spec
+    from mmguard_core.models.zoo import default_cache_dir, zoo_path
 
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     digest, checkpoints, per_checkpoint = hashlib.sha256(), [], {}
-    wanted = None if used is None else {_checkpoint_name(size, spec) for spec in used}
+    wanted = None if used is None else {zoo_path(family, size, seed, root) for family, seed in
+                                        (parse_zoo_spec(spec.removeprefix("zoo:")) for spec in used)}
     for weights in sorted(root.glob(f"{size}-seed*/*/model.safetensors")):
-        name = weights.parent.relative_to(root).as_posix()
-        if wanted is not None and name not in wanted:
+        if wanted is not None and weights.parent not in wanted:
             continue
+        name = weights.parent.relative_to(root).as_posix()
         checkpoints.append(name)
         own = hashlib.sha256(weights.read_bytes()).digest()
         per_checkpoint[name] = own.hex()[:12]  # which checkpoint differs when two worlds' hashes do
         digest.update(name.encode() + b"\0" + own)
     return {"weights_sha256": digest.hexdigest()[:16] if checkpoints else None, "checkpoints": checkpoints,
             "checkpoint_sha256": per_checkpoint, "cpu": cpu_model()}
-
-
-def _checkpoint_name(size: str, spec: str) -> str:
-    """The cache folder of zoo spec "family" or "family@seed" (pretraining seed 0 unless named)."""
-    family, _, seed = spec.removeprefix("zoo:").partition("@")
-    return f"{size}-seed{int(seed or 0)}/{family}"
 
 
 def cpu_model() -> str:

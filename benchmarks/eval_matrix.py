@@ -170,7 +170,8 @@ def main() -> int:
                 write_outputs(results, args.out, argv=sys.argv, plot_too=False)
                 log(f"[{task}] recipe {name} on {spec}: protection {fmt(result['protection_mean'], result['protection_std'])}")
     results["seconds"] = time.perf_counter() - started
-    # the checkpoints this run loaded (surrogates and zoo victims), not whatever else the cache holds
+    # at the end, so the victims the run built on demand exist; only the checkpoints it loaded
+    # (surrogates and zoo victims), not whatever else the cache holds
     used = ensemble + [spec for _, spec in threats if spec.startswith("zoo:")]
     setup["zoo_state"] = zoo_state(args.zoo_size, used=used)
     write_outputs(results, args.out, argv=sys.argv)
