@@ -593,6 +593,22 @@ def test_coarse_sample_noise_is_smooth_and_keeps_the_bound(surrogates):
         config.updated(sample_noise_scale=0)
 
 
+def test_a_pixel_level_part_on_top_of_the_smooth_noise_keeps_the_bound(surrogates):
+    data, config, shared = targeted_shard_setup(surrogates)
+
+    def roughness(output) -> float:
+        return float(np.mean([np.abs(np.diff(d, axis=1)).mean() for d in noise_of(output.images, data.images)]))
+
+    smooth = protect_shard(data, shared, surrogates, config.updated(sample_noise_scale=4))
+    mixed = protect_shard(data, shared, surrogates, config.updated(sample_noise_scale=4, sample_fine_share=0.5))
+    assert largest_change(mixed.images, data.images) <= 8  # the two parts' bounds add up to the sample bound
+    assert roughness(mixed) > 1.5 * roughness(smooth)
+    with pytest.raises(ConfigError, match="sample_fine_share: 0.5 splits .* sample_noise_scale is 1"):
+        config.updated(sample_noise_scale=1, sample_fine_share=0.5)
+    with pytest.raises(ConfigError, match=r"sample_fine_share: 1.0 is out of range \[0.0, 0.95\]"):
+        config.updated(sample_noise_scale=4, sample_fine_share=1.0)
+
+
 def test_the_clean_task_fine_tune_reports_progress_and_can_be_cancelled(surrogates):
     data = make_data(6)
     config = small_config(shared_steps=0, sample_steps=2, sample_objective="targeted", target_steps=5)

@@ -336,7 +336,16 @@ def protect_shard(
     # no shared steps (the ninth session's rows ran 70 = strong's 60 + 10)
     steps = {"random": 0, "classwise": 0, "em_image": max(full_steps, EM_IMAGE_MIN_STEPS)}.get(
         method, config.sample_steps if shared.patterns is not None else full_steps)
-    step_size = config.step_size * max(own_bound, 1e-12)
+    # the per-sample noise: one part on the image's grid (or sample_noise_scale times coarser), or with
+    # sample_fine_share a smooth part and a pixel-level part, each bounded by its share so the sum stays
+    # within own_bound
+    fine_share = config.sample_fine_share if config.sample_noise_scale > 1 else 0.0
+    part_bounds = [own_bound * (1 - fine_share)] + ([own_bound * fine_share] if fine_share > 0 else [])
+
+    def grids(image: torch.Tensor) -> list[tuple[int, int]]:
+        coarse = noise.sample_grid(image, config.sample_noise_scale)
+        return [coarse] + ([tuple(image.shape[-2:])] if fine_share > 0 else [])
+
     outputs: list[np.ndarray] = []
     curve: list[float] = []
     clean_prompts = [base_prompt(q, a) for q, a in zip(data.questions, data.answers, strict=True)]
@@ -368,28 +377,30 @@ def protect_shard(
         gen = _generator(config.seed, 2, data.indices[batch[0]])
         shared_parts = [shared.patterns[groups[i]] if shared.patterns is not None else None for i in batch]
         if method == "random":
-            own = [(torch.randint(0, 2, data.images[i].shape, generator=gen).float() * 2 - 1) * own_bound
+            own = [[(torch.randint(0, 2, data.images[i].shape, generator=gen).float() * 2 - 1) * own_bound]
                    for i in batch]
         else:
-            own = [data.images[i].new_zeros(3, *noise.sample_grid(data.images[i], config.sample_noise_scale))
-                   for i in batch]
-        velocity = [torch.zeros_like(d) for d in own]
+            own = [[data.images[i].new_zeros(3, *grid) for grid in grids(data.images[i])] for i in batch]
+        velocity = [[torch.zeros_like(d) for d in parts] for parts in own]
         for _ in range(steps if own_bound > 0 else 0):
-            for delta in own:
-                delta.requires_grad_(True)
+            for parts in own:
+                for delta in parts:
+                    delta.requires_grad_(True)
             perturbed = [noise.compose(data.images[i], s, d) for i, s, d in zip(batch, shared_parts, own, strict=True)]
             clean = ({"clean_images": [data.images[i] for i in batch],
                       "clean_prompts": [clean_prompts[i] for i in batch]} if binding else {})
             loss = clock.loss(models, _eot(perturbed, config, gen), [prompts[i] for i in batch], config, **clean)
-            for j, delta in enumerate(own):
-                direction = delta.grad
-                if config.momentum > 0:
-                    # MI-FGSM (Dong et al. 2018): the sign of an accumulated, L1-normalised gradient, so
-                    # one EOT draw's gradient does not decide the step on its own
-                    velocity[j] = config.momentum * velocity[j] + direction / direction.abs().mean().clamp_min(1e-12)
-                    direction = velocity[j]
-                noise.pgd_step(delta, direction, step_size, own_bound)
-            own = [d.detach() for d in own]
+            for j, parts in enumerate(own):
+                for p, (delta, bound) in enumerate(zip(parts, part_bounds, strict=False)):
+                    direction = delta.grad
+                    if config.momentum > 0:
+                        # MI-FGSM (Dong et al. 2018): the sign of an accumulated, L1-normalised gradient, so
+                        # one EOT draw's gradient does not decide the step on its own
+                        velocity[j][p] = (config.momentum * velocity[j][p]
+                                          + direction / direction.abs().mean().clamp_min(1e-12))
+                        direction = velocity[j][p]
+                    noise.pgd_step(delta, direction, config.step_size * max(bound, 1e-12), bound)
+            own = [[d.detach() for d in parts] for parts in own]
             curve.append(float(loss))
         with torch.no_grad():
             for i, s, d in zip(batch, shared_parts, own, strict=True):
