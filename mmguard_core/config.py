@@ -129,8 +129,10 @@ class ProtectionConfig:
     # JPEG and blur (Sharma et al. 2019, "On the effectiveness of low frequency perturbations")
     sample_noise_scale: int = 1
     # with a coarser grid, the share of the per-sample bound given to a second, pixel-level part on top
-    # of the smooth one (0: smooth only): smooth noise reached most held-out families, pixel-level
-    # noise held the held-out Idefics3 better (method.md, thirteenth and twenty-fifth sessions)
+    # of the smooth one (0: smooth only): `strong`'s smooth noise reached most held-out families, the
+    # pixel-level noise of sessions 12-13 held the held-out Idefics3 better (README "Options that trade
+    # elsewhere"); measured at 0.5 on `strong` it protected less in the naive world, Idefics3 included
+    # (docs/evaluation.md, twenty-fifth session), so every preset leaves it at 0
     sample_fine_share: float = 0.0
     # PGD steps of the shared (per-answer / per-cluster) error-minimising pattern; 0 by default since
     # the tenth session: the whole budget goes to the targeted per-sample noise, which protected
