@@ -43,16 +43,15 @@ def init_patterns(num: int, grid: tuple[int, int], bound: float, gen: torch.Gene
     return signs * bound * 0.5
 
 
-def compose(image: torch.Tensor, shared: torch.Tensor | None,
-            own: torch.Tensor | Sequence[torch.Tensor] | None) -> torch.Tensor:
-    """clip(x + up(shared) + up(own), 0, 1) for one (3, H, W) image (`own` may be on a coarser grid,
-    or several parts on grids of their own -- a smooth part and a pixel-level one -- which add up)."""
+def compose(image: torch.Tensor, shared: torch.Tensor | None, own: Sequence[torch.Tensor] | None) -> torch.Tensor:
+    """clip(x + up(shared) + sum of up(own parts), 0, 1) for one (3, H, W) image: the per-sample noise
+    is one part or more, each on its own grid (the image's, or a coarser one) -- a smooth part and a
+    pixel-level one add up."""
     out = image
     size = tuple(image.shape[-2:])
     if shared is not None:
         out = out + upsample(shared, size)
-    parts = [] if own is None else [own] if isinstance(own, torch.Tensor) else list(own)
-    for part in parts:
+    for part in own or ():
         out = out + (part if tuple(part.shape[-2:]) == size else upsample(part, size))
     return out.clamp(0, 1)
 

@@ -339,7 +339,7 @@ def protect_shard(
     # the per-sample noise: one part on the image's grid (or sample_noise_scale times coarser), or with
     # sample_fine_share a smooth part and a pixel-level part, each bounded by its share so the sum stays
     # within own_bound
-    fine_share = config.sample_fine_share if config.sample_noise_scale > 1 else 0.0
+    fine_share = config.sample_fine_share  # 0 unless sample_noise_scale > 1 (the config checks it)
     part_bounds = [own_bound * (1 - fine_share)] + ([own_bound * fine_share] if fine_share > 0 else [])
 
     def grids(image: torch.Tensor) -> list[tuple[int, int]]:
@@ -391,7 +391,7 @@ def protect_shard(
                       "clean_prompts": [clean_prompts[i] for i in batch]} if binding else {})
             loss = clock.loss(models, _eot(perturbed, config, gen), [prompts[i] for i in batch], config, **clean)
             for j, parts in enumerate(own):
-                for p, (delta, bound) in enumerate(zip(parts, part_bounds, strict=False)):
+                for p, (delta, bound) in enumerate(zip(parts, part_bounds, strict=True)):
                     direction = delta.grad
                     if config.momentum > 0:
                         # MI-FGSM (Dong et al. 2018): the sign of an accumulated, L1-normalised gradient, so
