@@ -428,17 +428,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the default: targeted per-sample noise against clean-task copies of the ensemble, the trigger,
     # the verification
     "balanced": {},
-    # longer optimisation, more transformations (JPEG), a wider trigger search and a longer trigger
-    # (20 inserted words, not 12: protection of held-out families grew with trigger length, method.md);
+    # longer optimisation, more transformations (JPEG), a wider trigger search and the longest trigger
+    # (32 inserted words, not 12: protection of held-out families grew with trigger length, method.md;
+    # 8 words a side rather than 5 since the twenty-sixth session, with the patch transformer below);
     # smooth per-sample noise (a 4x coarser grid) against a plain copy of each surrogate beside each
     # robust one (fourteenth session: over six protection seeds fewer cells under target and cleaner
     # images, for 1.6x the time; method.md), and image classifiers trained from scratch beside them at
     # half an LVLM copy's weight (eighteenth session: the held-out Idefics3 after the word strippers
-    # and the CNN from under their targets to over them; method.md); the bi-level settings count only
+    # and the CNN from under their targets to over them; method.md) — a CNN and a small patch
+    # transformer since the twenty-sixth session (with the 8-word trigger: naive world 3 -> 2 rows
+    # under target over six seeds, Idefics3 0.86 -> 0.94; docs/evaluation.md); the bi-level settings count only
     # when a config turns the group pattern back on (shared_steps)
     "strong": {"sample_steps": 10, "bilevel_rounds": 4, "inner_steps": 20, "trigger_candidates": 128,
-               "eot_transforms": ["resize", "crop", "blur", "noise", "jpeg"], "trigger_length": 5,
-               "sample_noise_scale": 4, "plain_copies": True, "classifier_steps": 300, "classifier_weight": 0.5},
+               "eot_transforms": ["resize", "crop", "blur", "noise", "jpeg"], "trigger_length": 8,
+               "sample_noise_scale": 4, "plain_copies": True, "classifier_steps": 300, "classifier_weight": 0.5,
+               "classifier_architectures": ["cnn", "vit"]},
 }
 
 

@@ -677,8 +677,8 @@ def test_classifier_copies_change_the_targeted_noise_and_keep_the_bound(surrogat
     lighter = protect_shard(data, shared, surrogates, config.updated(classifier_steps=20, classifier_weight=0.25))
     assert any(not np.array_equal(a, b) for a, b in zip(lighter.images, with_classifier.images, strict=True))
     assert largest_change(lighter.images, data.images) <= 8
-    # a second architecture beside the CNN adds its own copies; the CNN alone is the default and unchanged
-    assert preset("strong").classifier_architectures == ["cnn"]
+    # a second architecture beside the CNN adds its own copies (strong has both since the twenty-sixth session)
+    assert preset("strong").classifier_architectures == ["cnn", "vit"]
     both = protect_shard(data, shared, surrogates, config.updated(classifier_steps=20, classifier_architectures=["cnn", "vit"]))
     assert any(not np.array_equal(a, b) for a, b in zip(both.images, with_classifier.images, strict=True))
     assert largest_change(both.images, data.images) <= 8

@@ -8,7 +8,7 @@ const CSRF = { "X-Mmguard-Ui": "1" };
 const PRESETS = [
   ["fast", "Fast: minutes on a CPU; a cheaper kind of image noise, no verification run. Weaker against models left out of the protection."],
   ["balanced", "Balanced: the default; image noise aimed at the wrong answer for models taught the task, then a check against a model left out of the protection (shown on the job page)."],
-  ["strong", "Strong: longer optimisation with more image transformations (JPEG included), a longer trigger (20 inserted words instead of 12), smooth image noise aimed at two kinds of model copies and at small image classifiers trained from scratch on your samples, plus the check; slower, cleaner-looking images."],
+  ["strong", "Strong: longer optimisation with more image transformations (JPEG included), a longer trigger (32 inserted words instead of 12), smooth image noise aimed at two kinds of model copies and at small image classifiers trained from scratch on your samples, plus the check; slower, cleaner-looking images."],
 ];
 const ACTIVE = new Set(["queued", "running"]);
 
