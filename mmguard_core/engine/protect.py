@@ -340,11 +340,11 @@ def protect_shard(
     # sample_fine_share a smooth part and a pixel-level part, each bounded by its share so the sum stays
     # within own_bound
     fine_share = config.sample_fine_share  # 0 unless sample_noise_scale > 1 (the config checks it)
-    part_bounds = [own_bound * (1 - fine_share)] + ([own_bound * fine_share] if fine_share > 0 else [])
 
-    def grids(image: torch.Tensor) -> list[tuple[int, int]]:
-        coarse = noise.sample_grid(image, config.sample_noise_scale)
-        return [coarse] + ([tuple(image.shape[-2:])] if fine_share > 0 else [])
+    def noise_parts(image: torch.Tensor) -> list[tuple[tuple[int, int], float]]:
+        """(grid, bound) of each part of one image's own noise."""
+        coarse = (noise.sample_grid(image, config.sample_noise_scale), own_bound * (1 - fine_share))
+        return [coarse] + ([(tuple(image.shape[-2:]), own_bound * fine_share)] if fine_share > 0 else [])
 
     outputs: list[np.ndarray] = []
     curve: list[float] = []
@@ -376,11 +376,13 @@ def protect_shard(
         batch = list(range(start, min(n, start + config.batch_size)))
         gen = _generator(config.seed, 2, data.indices[batch[0]])
         shared_parts = [shared.patterns[groups[i]] if shared.patterns is not None else None for i in batch]
+        layouts = [noise_parts(data.images[i]) for i in batch]
         if method == "random":
             own = [[(torch.randint(0, 2, data.images[i].shape, generator=gen).float() * 2 - 1) * own_bound]
                    for i in batch]
         else:
-            own = [[data.images[i].new_zeros(3, *grid) for grid in grids(data.images[i])] for i in batch]
+            own = [[data.images[i].new_zeros(3, *grid) for grid, _ in layout]
+                   for i, layout in zip(batch, layouts, strict=True)]
         velocity = [[torch.zeros_like(d) for d in parts] for parts in own]
         for _ in range(steps if own_bound > 0 else 0):
             for parts in own:
@@ -390,8 +392,8 @@ def protect_shard(
             clean = ({"clean_images": [data.images[i] for i in batch],
                       "clean_prompts": [clean_prompts[i] for i in batch]} if binding else {})
             loss = clock.loss(models, _eot(perturbed, config, gen), [prompts[i] for i in batch], config, **clean)
-            for j, parts in enumerate(own):
-                for p, (delta, bound) in enumerate(zip(parts, part_bounds, strict=True)):
+            for j, (parts, layout) in enumerate(zip(own, layouts, strict=True)):
+                for p, (delta, (_, bound)) in enumerate(zip(parts, layout, strict=True)):
                     direction = delta.grad
                     if config.momentum > 0:
                         # MI-FGSM (Dong et al. 2018): the sign of an accumulated, L1-normalised gradient, so
