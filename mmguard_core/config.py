@@ -25,7 +25,7 @@ DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
 ZOO_SIZES = ("test", "small", "small-fillers")
 # the image classifiers' architectures (engine/image_classifier.ARCHITECTURES builds them)
-CLASSIFIER_ARCHITECTURES = ("cnn", "vit")
+CLASSIFIER_ARCHITECTURES = ("cnn", "vit", "mlp")
 
 
 class ConfigError(ValueError):
@@ -216,8 +216,9 @@ class ProtectionConfig:
     classifier_steps: int = 0
     # each image classifier's weight in the loss the noise minimises, against 1 for each LVLM copy
     classifier_weight: float = 1.0
-    # which classifiers: "cnn" (strided convolutions) and/or "vit" (a small patch transformer); each one
-    # named is trained at every radius the LVLM copies use, at classifier_weight each
+    # which classifiers: "cnn" (strided convolutions), "vit" (a small patch transformer), "mlp" (a
+    # perceptron on the 6 x 6 colour layout); each one named is trained at every radius the LVLM copies
+    # use, at classifier_weight each
     classifier_architectures: list[str] = field(default_factory=lambda: ["cnn"])
     # surrogates and execution
     # "family:/path" or "zoo:family[@seed]" (zoo:llava@2: the llava zoo model pretrained with seed 2, a

@@ -632,7 +632,7 @@ def test_a_shard_of_one_group_falls_back_to_error_minimising_noise_and_says_so(s
     assert all(np.abs(d).max() > 0 for d in noise_of(out.images, shard.images))
 
 
-@pytest.mark.parametrize("architecture", ["cnn", "vit"])
+@pytest.mark.parametrize("architecture", ["cnn", "vit", "mlp"])
 def test_image_classifier_learns_the_groups_from_scratch_and_its_loss_reaches_the_pixels(architecture):
     from mmguard_core.config import CLASSIFIER_ARCHITECTURES
     from mmguard_core.engine.image_classifier import ARCHITECTURES, train_group_classifier

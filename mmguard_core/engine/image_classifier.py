@@ -9,7 +9,8 @@ adversarial poisons on a classifier trained from scratch on the clean data; this
 classifier, deliberately unlike the `cnn` victim (strided 5x5 / 3x3 convolutions with batch norm
 and GELU at 48 px, average and max pooling, image only), so that victim stays a black box. A second
 architecture, a small patch transformer (`vit`), can stand beside it (`classifier_architectures`):
-classifiers of more than one kind, as the LVLM ensemble holds more than one family.
+classifiers of more than one kind, as the LVLM ensemble holds more than one family; a third, a
+perceptron on the coarse colour layout (`mlp`), is the simplest reader of all.
 
 It predicts the sample's *group* (the answer for answer-structured data, the image cluster for
 captions): the targeted objective asks each image to read as the next group's. It duck-types the
@@ -69,8 +70,24 @@ class PatchClassifier(nn.Module):
         return self.head(self.norm(self.encoder(tokens)).mean(dim=1))
 
 
+class LayoutClassifier(nn.Module):
+    """A multilayer perceptron on the image average-pooled to 6 x 6: it sees only the coarse colour
+    layout, the simplest feature a model can learn a colour-like task from, so the noise made
+    against it moves what a model of any kind reads first."""
+
+    def __init__(self, num_groups: int, cells: int = 6, width: int = 128) -> None:
+        super().__init__()
+        self.cells = cells
+        self.mlp = nn.Sequential(nn.Linear(3 * cells * cells, width), nn.GELU(), nn.Linear(width, width), nn.GELU(),
+                                 nn.Linear(width, num_groups))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.mlp(F.adaptive_avg_pool2d(pixels, self.cells).flatten(1))
+
+
 # the architectures `classifier_architectures` names (config.py validates against these keys)
-ARCHITECTURES: dict[str, type[nn.Module]] = {"cnn": GroupClassifier, "vit": PatchClassifier}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"cnn": GroupClassifier, "vit": PatchClassifier,
+                                             "mlp": LayoutClassifier}
 
 
 @dataclass
