@@ -72,8 +72,9 @@ class PatchClassifier(nn.Module):
 
 class LayoutClassifier(nn.Module):
     """A multilayer perceptron on the image average-pooled to 6 x 6: it sees only the coarse colour
-    layout, the simplest feature a model can learn a colour-like task from, so the noise made
-    against it moves what a model of any kind reads first."""
+    layout, the simplest feature a model can learn a colour-like task from. Screened beside the
+    other two (twenty-seventh session): it lifted the held-out Gemma3 and dropped Idefics3 after the
+    rare-word stripper, so no preset names it."""
 
     def __init__(self, num_groups: int, cells: int = 6, width: int = 128) -> None:
         super().__init__()
