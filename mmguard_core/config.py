@@ -37,7 +37,8 @@ class ConfigError(ValueError):
 # it made plain clean-task copies, and from_dict keeps it that way
 FIELDS_ADDED_SINCE_ROBUST_COPIES = frozenset({"robust_epsilon", "momentum", "sample_noise_scale", "plain_copies",
                                               "classifier_steps", "classifier_weight",
-                                              "classifier_architectures", "sample_fine_share"})
+                                              "classifier_architectures", "sample_fine_share",
+                                              "lora_copies"})
 
 
 def parse_epsilon(value: str | float | int, name: str = "epsilon") -> float:
@@ -210,6 +211,11 @@ class ProtectionConfig:
     # the plain copy stands for a victim fine-tuned the usual way, the robust one for the families it has
     # not seen
     plain_copies: bool = False
+    # next to those, a LoRA copy of each surrogate: LoRA on the language model only, the vision tower
+    # and projector as pretrained -- the copy stands for an attacker who LoRA-tunes the model, who
+    # reads the image through the pretrained vision features (the copies above fine-tune the vision
+    # tower); plain (no adversarial radius), at 3x inner_lr as the evaluation's LoRA victims train
+    lora_copies: bool = False
     # training steps of an image-only classifier made from scratch on the shard's clean samples, a
     # surrogate of another kind beside the LVLM copies (engine/image_classifier.py; 0 = none): noise
     # made on fine-tuned transformers alone reaches models trained from scratch less ("targeted" only)
@@ -355,7 +361,7 @@ class ProtectionConfig:
                 ) from exc
             if any(layer < 0 for layer in layers):
                 raise ConfigError("binding_layers: layer indices must be >= 0")
-        for name in ("verify", "plain_copies"):
+        for name in ("verify", "plain_copies", "lora_copies"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: {getattr(self, name)!r} must be true or false")
         in_range("verify_samples", 24, 100_000)

@@ -579,6 +579,32 @@ def test_robust_clean_task_copies_change_the_targeted_noise_and_keep_the_bound(s
         config.updated(plain_copies="yes")
 
 
+def test_lora_copies_keep_the_pretrained_vision_tower_and_change_the_noise(surrogates):
+    from mmguard_core.models.training import vision_parameter_names
+
+    data, config, shared = targeted_shard_setup(surrogates)
+    prompts = [base_prompt(q, a) for q, a in zip(data.questions, data.answers, strict=True)]
+    with_lora = config.updated(lora_copies=True)
+    copies = _clean_task_copies(surrogates, data, prompts, with_lora)
+    before = _clean_task_copies(surrogates, data, prompts, config)
+    assert len(copies) == len(before) + len(surrogates)
+    for old, new in zip(before, copies, strict=False):  # the copies made without the option come first, unchanged
+        assert all(torch.equal(a, b) for a, b in zip(old.adapter.model.parameters(), new.adapter.model.parameters(),
+                                                      strict=True))
+    for surrogate, lora_copy in zip(surrogates, copies[len(before):], strict=True):
+        original = dict(surrogate.adapter.model.named_parameters())
+        tuned = dict(lora_copy.adapter.model.named_parameters())
+        vision = set(vision_parameter_names(lora_copy.adapter.model))
+        assert vision and all(torch.equal(tuned[name], original[name]) for name in vision)
+        assert any(not torch.equal(tuned[name], original[name]) for name in tuned if name not in vision)
+    plain = protect_shard(data, shared, surrogates, config)
+    lora = protect_shard(data, shared, surrogates, with_lora)
+    assert any(not np.array_equal(a, b) for a, b in zip(plain.images, lora.images, strict=True))
+    assert largest_change(lora.images, data.images) <= 8
+    with pytest.raises(ConfigError, match="lora_copies: 1 must be true or false"):
+        config.updated(lora_copies=1)
+
+
 def test_coarse_sample_noise_is_smooth_and_keeps_the_bound(surrogates):
     data, config, shared = targeted_shard_setup(surrogates)
 

@@ -137,6 +137,10 @@ def _check(should_stop: StopCheck | None) -> None:
 
 
 EM_IMAGE_MIN_STEPS = 30
+# the LoRA clean-task copies' learning rate against inner_lr: LoRA adapters start at zero and need a larger
+# rate than a full fine-tune; 3x is the evaluation's LoRA attacker (benchmarks/eval_matrix.py), where 10x
+# proved unstable
+LORA_LR_FACTOR = 3.0
 
 
 def _generator(seed: int, *salt: int) -> torch.Generator:
@@ -467,15 +471,21 @@ def _clean_task_copies(surrogates: Sequence[Surrogate], data: ShardInput, clean_
     image shows (0 steps: the surrogates as loaded, for models that already know the task). With
     `robust_epsilon` > 0 the fine-tune is adversarial, so the copies read features a small
     perturbation cannot flip and the noise made on them transfers further (method.md); with
-    `plain_copies` each surrogate also gets a plain copy, and the noise has to fool both."""
+    `plain_copies` each surrogate also gets a plain copy, and the noise has to fool both; with
+    `lora_copies` also a LoRA-tuned one (its vision tower as pretrained)."""
     from mmguard_core.models.training import finetune
 
     if config.target_steps == 0:
         return list(surrogates)
     radii = [config.robust_epsilon] + ([0.0] if config.plain_copies and config.robust_epsilon > 0 else [])
-    plan = [(r, k, surrogate, radius) for r, radius in enumerate(radii) for k, surrogate in enumerate(surrogates)]
+    plan = [(r, k, surrogate, radius, config.inner_recipe, config.inner_lr)
+            for r, radius in enumerate(radii) for k, surrogate in enumerate(surrogates)]
+    if config.lora_copies:
+        # after the others, under seeds of their own, so adding them leaves those copies as they were
+        plan += [(len(radii), k, surrogate, 0.0, "lora", config.inner_lr * LORA_LR_FACTOR)
+                 for k, surrogate in enumerate(surrogates)]
     copies = []
-    for n, (r, k, surrogate, radius) in enumerate(plan):
+    for n, (r, k, surrogate, radius, recipe, lr) in enumerate(plan):
         _check(should_stop)
         copy = Surrogate(surrogate.name, surrogate.adapter.clone())  # one at a time: a cancel clones no more
         copies.append(copy)
@@ -487,8 +497,8 @@ def _clean_task_copies(surrogates: Sequence[Surrogate], data: ShardInput, clean_
         # leaves the copy frozen and in eval mode; the first copy of a surrogate keeps the seed it
         # always had, so adding plain copies leaves the robust ones as they were
         finetune(copy.adapter, list(data.images), clean_prompts,
-                 steps=config.target_steps, lr=config.inner_lr,
-                 batch_size=config.batch_size, recipe=config.inner_recipe,
+                 steps=config.target_steps, lr=lr,
+                 batch_size=config.batch_size, recipe=recipe,
                  seed=config.seed + 17 + k + 1000 * r,
                  adversarial_epsilon=radius, should_stop=should_stop, progress=report)
     return copies
