@@ -39,6 +39,7 @@ from benchmarks.common import code_state, describe_code, describe_zoo, output_fi
 from mmguard_core.config import preset  # noqa: E402
 from mmguard_core.data import load_dataset  # noqa: E402
 from mmguard_core.evaluate import COUNTERMEASURES, VictimRecipe, evaluate_protection  # noqa: E402
+from mmguard_core.models.training import LORA_LR_FACTOR  # noqa: E402
 from mmguard_core.pipeline import run_protection  # noqa: E402
 
 # quick: countermeasures and mixes on the white-box victim only, one held-out LVLM family (about 6 min
@@ -50,17 +51,14 @@ FULL = {"train": 1000, "test": 500, "tasks": "easy,subtle", "preset": "balanced"
         "heldout": "paligemma", "seeds": "0,1,2", "fractions": "0.5,0.8", "cm_victims": "white-box,gray-box,black-box",
         "recipes": "lr3e-4,lora,freeze_vision,epochs6"}
 TARGETS = {"white-box": 0.99, "gray-box": 0.95, "black-box": 0.95, "countermeasure": 0.85, "iss": 0.70}
-LORA_LR_FACTOR = 3.0  # the LoRA attacker's learning rate against the base recipe's (recipe_variants)
 CNN_RECIPE = VictimRecipe(epochs=10.0, lr=3e-3, batch_size=16)  # from scratch: needs more steps
 
 
 def recipe_variants(base: VictimRecipe) -> dict[str, VictimRecipe]:
     return {
         "lr3e-4": VictimRecipe(**(asdict(base) | {"lr": base.lr * 0.3})),
-        # LoRA at 3x the full fine-tune's rate (10x until the twenty-eighth session): on that session's zoo
-        # build 10x was past the stable range -- LLaVA's clean-task accuracy 0.31-0.51 after 3 epochs and
-        # 0.00 after 6, against 0.61-0.67 at 3x -- and a victim that cannot learn the clean task says
-        # nothing about protection (docs/evaluation.md, twenty-eighth session)
+        # LoRA at LORA_LR_FACTOR (3x) the full fine-tune's rate, 10x until the twenty-eighth session: a victim
+        # that cannot learn the clean task says nothing about protection (docs/evaluation.md)
         "lora": VictimRecipe(**(asdict(base) | {"recipe": "lora", "lr": base.lr * LORA_LR_FACTOR})),
         "freeze_vision": VictimRecipe(**(asdict(base) | {"freeze_vision": True})),
         "epochs6": VictimRecipe(**(asdict(base) | {"epochs": base.epochs * 2})),

@@ -137,10 +137,6 @@ def _check(should_stop: StopCheck | None) -> None:
 
 
 EM_IMAGE_MIN_STEPS = 30
-# the LoRA clean-task copies' learning rate against inner_lr: LoRA adapters start at zero and need a larger
-# rate than a full fine-tune; 3x is the evaluation's LoRA attacker (benchmarks/eval_matrix.py), where 10x
-# proved unstable
-LORA_LR_FACTOR = 3.0
 
 
 def _generator(seed: int, *salt: int) -> torch.Generator:
@@ -473,7 +469,7 @@ def _clean_task_copies(surrogates: Sequence[Surrogate], data: ShardInput, clean_
     perturbation cannot flip and the noise made on them transfers further (method.md); with
     `plain_copies` each surrogate also gets a plain copy, and the noise has to fool both; with
     `lora_copies` also a LoRA-tuned one (its vision tower as pretrained)."""
-    from mmguard_core.models.training import finetune
+    from mmguard_core.models.training import LORA_LR_FACTOR, finetune
 
     if config.target_steps == 0:
         return list(surrogates)
