@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from benchmarks.common import code_state, output_file, write_json, write_task, zoo_state  # noqa: E402
 from mmguard_core.data import load_dataset  # noqa: E402
-from mmguard_core.evaluate import load_victim, read_split  # noqa: E402
+from mmguard_core.evaluate import load_victim, majority_rate, read_split  # noqa: E402
 from mmguard_core.models.training import RECIPES, evaluate_exact, finetune  # noqa: E402
 
 
@@ -56,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         train_dir, test_dir = write_task(Path(tmp), args.task, args.train, args.test)
         train, test = read_split(load_dataset(train_dir)), read_split(load_dataset(test_dir))
-    answers = test.answers
-    floor = max(answers.count(a) for a in set(answers)) / len(answers)
+    floor = majority_rate(test.answers)  # the evaluation's floor
     rows = []
     for lr in lrs:
         for n_epochs in epochs:

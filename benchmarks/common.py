@@ -63,6 +63,11 @@ def write_task(folder: Path, task: str, n_train: int, n_test: int) -> tuple[Path
     return train, test
 
 
+def protection_seed(setup: dict) -> int:
+    """The protection seed of an eval_matrix run, from its setup's `--set seed=N` (0 when not set)."""
+    return int(dict(item.split("=", 1) for item in setup.get("set") or []).get("seed", 0))
+
+
 def output_file(out: Path, suffix: str) -> Path:
     """OUT + suffix, not OUT.with_suffix(): a run named small-color@0.2-1 has no suffix to replace."""
     return out.parent / f"{out.name}{suffix}"

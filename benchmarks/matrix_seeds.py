@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import describe_code, describe_zoo, output_file  # noqa: E402
+from benchmarks.common import describe_code, describe_zoo, output_file, protection_seed  # noqa: E402
 
 TARGETS = {"white-box": 0.99, "gray-box": 0.95, "black-box": 0.95}
 
@@ -39,7 +39,7 @@ def pool(files: list[Path]) -> dict:
     for path in files:
         data = json.loads(path.read_text())
         setup = data["setup"]
-        seed = int(dict(item.split("=", 1) for item in setup.get("set") or []).get("seed", 0))
+        seed = protection_seed(setup)
         for task, rows in data["tasks"].items():
             key = (setup["zoo_size"], task, seed)
             if key in seen:

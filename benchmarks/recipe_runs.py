@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import protection_seed  # noqa: E402
 
 
 def rows(name: str, pattern: str, recipe: str) -> list[str]:
@@ -21,7 +26,7 @@ def rows(name: str, pattern: str, recipe: str) -> list[str]:
         raise SystemExit(f"{name}: no file matches {pattern!r}")
     for path in paths:
         data = json.loads(path.read_text())
-        seed = dict(item.split("=", 1) for item in data["setup"].get("set") or []).get("seed", "0")
+        seed = protection_seed(data["setup"])
         for task_name, task in data["tasks"].items():
             entry = task.get("recipes", {}).get(recipe)
             if entry is None:
