@@ -6,7 +6,10 @@ One eval_matrix run protects each task once; which trigger words and noise that 
 moves a cell by up to ±0.3 (docs/evaluation.md). Run eval_matrix.py once per protection seed
 (`--set seed=N`, same everything else) and pass the JSON files here: every cell becomes the mean ±
 population std over all (protection seed × victim seed) runs, with the range of the per-protection-seed
-means beside it. Runs are grouped by (zoo size, task); a run that stopped early adds what it finished.
+means beside it, and the 95 % interval of the mean over protection seeds (Student's t over the
+per-seed means: each seed draws the protection and, by default, the victim anew) with its verdict
+against the row's target: `meets` (the interval's low end reaches it), `short` (its high end does not),
+`open` (the seeds cannot tell). Runs are grouped by (zoo size, task); a run that stopped early adds what it finished.
 Writes OUT.md, OUT.json and OUT.png (matplotlib: one panel per zoo world and task, bars = pooled mean,
 whiskers = range of the per-protection-seed means).
 """
@@ -24,6 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import describe_code, describe_zoo, output_file, protection_seed  # noqa: E402
 
 TARGETS = {"white-box": 0.99, "gray-box": 0.95, "black-box": 0.95}
+# two-sided 95 % quantiles of Student's t by degrees of freedom (no scipy in the environment); beyond
+# the table the normal 1.96 (within 2 % of t from 31 degrees of freedom on)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+       10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
+       18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042}
 
 
 def cell_runs(entry: dict, seed: int) -> list[tuple[int, float]]:
@@ -85,7 +93,42 @@ def summarise(values: list[tuple[int, float]]) -> dict:
         by_seed.setdefault(seed, []).append(v)
     means = [sum(v) / len(v) for v in by_seed.values()]
     return {"n": len(scores), "mean": statistics.fmean(scores), "std": statistics.pstdev(scores),
-            "seed_min": min(means), "seed_max": max(means), "protect_seeds": len(by_seed)}
+            "seed_min": min(means), "seed_max": max(means), "protect_seeds": len(by_seed),
+            "interval": seed_interval(means)}
+
+
+def seed_interval(seed_means: list[float]) -> tuple[float, float] | None:
+    """95 % interval of the mean over protection seeds (None for a single seed: no spread to go by)."""
+    if len(seed_means) < 2:
+        return None
+    df = len(seed_means) - 1
+    t = T95[max(k for k in T95 if k <= df)] if df <= max(T95) else 1.96
+    half = t * statistics.stdev(seed_means) / len(seed_means) ** 0.5
+    centre = statistics.fmean(seed_means)
+    return centre - half, centre + half
+
+
+def interval_text(interval: tuple[float, float] | None, target: float | None) -> str:
+    """'0.86 – 0.99 (open)': the interval, capped at 1 as protection is, and its verdict on the target."""
+    if interval is None:
+        return "–"
+    low, high = interval
+    text = f"{low:.2f} – {min(high, 1.0):.2f}"
+    if target is None:
+        return text
+    verdict = "meets" if low >= target else "short" if high < target else "open"
+    return f"{text} ({verdict})"
+
+
+def row_target(row: str, threat: str) -> float | None:
+    """Issue 5's target for a pooled row (None: clean data mixed in, which has none)."""
+    if row.startswith("recipe"):
+        return TARGETS["white-box"]  # an attacker recipe on the white-box family
+    if row.endswith("%"):
+        return None
+    if "," in row:
+        return 0.7 if row.endswith(", iss") else 0.85  # a countermeasure
+    return TARGETS[threat.split(" (")[0]]
 
 
 def main() -> int:
@@ -103,25 +146,21 @@ def main() -> int:
                   f"Preset `{group['preset']}`, ensemble {group['ensemble']}, protection seeds {seeds}, victim "
                   f"seeds {sorted(group['victim_seeds'])}; PSNR {min(group['psnr']):.1f}–{max(group['psnr']):.1f} dB.", "",
                   *code_lines(group["code"]), describe_zoo(group["zoo"]), "",
-                  "| row | protection, mean ± std | per protection seed (min – max) | runs | target |",
-                  "| --- | --- | --- | --- | --- |"]
+                  "| row | protection, mean ± std | per protection seed (min – max) | 95 % interval over seeds "
+                  "| runs | target |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for row, values in group["rows"].items():
             if not values:
-                lines.append(f"| {row} | n/a (no verdict) | | 0 | |")
+                lines.append(f"| {row} | n/a (no verdict) | | | 0 | |")
                 continue
             s = summarise(values)
             table.setdefault(f"{zoo}/{task}", {})[row] = s
             threat = row.split(" `")[0]
-            if row.startswith("recipe"):
-                target_text = f"≥ {TARGETS['white-box']}"  # an attacker recipe on the white-box family
-            elif row.endswith("%"):
-                target_text = "–"  # clean data mixed in: no target in issue 5
-            elif "," in row:
-                target_text = "≥ 0.7" if row.endswith(", iss") else "≥ 0.85"  # a countermeasure
-            else:
-                target_text = f"≥ {TARGETS[threat.split(' (')[0]]}"
+            target = row_target(row, threat)
+            target_text = "–" if target is None else f"≥ {target}"
             lines.append(f"| {row} | {s['mean']:.2f} ± {s['std']:.2f} | {s['seed_min']:.2f} – {s['seed_max']:.2f} "
-                         f"| {s['n']} ({s['protect_seeds']} seeds) | {target_text} |")
+                         f"| {interval_text(s['interval'], target)} | {s['n']} ({s['protect_seeds']} seeds) "
+                         f"| {target_text} |")
         lines.append("")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     output_file(args.out, ".md").write_text("\n".join(lines) + "\n")
