@@ -223,8 +223,10 @@ def summary_text(report: dict) -> str:
     if groups:
         noise_line = (f"  noise shared per {groups['structure']} ({groups['count']} groups)"
                       if groups.get("shared_noise") else f"  {groups['count']} {groups['structure']} groups")
-        if (report.get("sample_noise") or {}).get("objective") == "targeted":
-            noise_line += "; per-sample noise targeted at the next group's answer"
+        sample_noise = report.get("sample_noise") or {}
+        if sample_noise.get("objective") == "targeted":
+            aim = "the nearest-looking group's" if sample_noise.get("target_choice") == "nearest" else "the next group's"
+            noise_line += f"; per-sample noise targeted at {aim} answer"
         lines.append(noise_line)
         trig = report["trigger"]
         if trig["samples_with_trigger"]:

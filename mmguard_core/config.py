@@ -21,6 +21,7 @@ CODE_DESIGNS = ("random", "pairs")
 TRANSFORMS = ("resize", "crop", "blur", "noise", "jpeg")
 INNER_RECIPES = ("full", "lora")
 SAMPLE_OBJECTIVES = ("minimize", "targeted")
+TARGET_CHOICES = ("next", "nearest")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
 ZOO_SIZES = ("test", "small", "small-fillers")
@@ -199,6 +200,10 @@ class ProtectionConfig:
     # Fowl et al. 2021), so a victim learns a true feature the labels contradict (method.md, tenth session)
     sample_objective: str = "targeted"
     target_steps: int = 80  # fine-tuning steps of those clean-task surrogate copies ("targeted" only)
+    # which other group each group's images are pushed towards ("targeted" only): "next" (g -> g + 1 in
+    # the grouping's order, whatever the groups look like) or "nearest" (the group whose images look
+    # most like it on average, as a derangement: the bounded noise has the least way to go)
+    target_choice: str = "next"
     # momentum of the per-sample PGD (MI-FGSM decay; 0 = plain signed steps): steps follow the running,
     # normalised gradient over the EOT draws, which made adversarial examples transfer across models
     momentum: float = 0.0
@@ -282,6 +287,7 @@ class ProtectionConfig:
         choice("code_design", CODE_DESIGNS)
         choice("inner_recipe", INNER_RECIPES)
         choice("sample_objective", SAMPLE_OBJECTIVES)
+        choice("target_choice", TARGET_CHOICES)
         choice("device", DEVICES)
         choice("dtype", DTYPES)
         choice("zoo_size", ZOO_SIZES)

@@ -183,6 +183,14 @@ def image_quality(data: ShardInput, shard: ShardOutput) -> list[dict[str, float]
     return rows
 
 
+def sample_noise_summary(objective: str, config: ProtectionConfig, shared: SharedState) -> dict[str, Any]:
+    """What the per-sample noise did; a targeted one also says where it aimed each group."""
+    if objective != "targeted" or shared.grouping is None:
+        return {"objective": objective, "target_steps": 0}
+    return {"objective": objective, "target_steps": config.target_steps, "target_choice": config.target_choice,
+            "targets": shared.grouping.target_keys()}
+
+
 def build_report(dataset: Dataset, data: ShardInput, shard: ShardOutput, shared: SharedState,
                  config: ProtectionConfig, surrogate_names: list[str], timings: dict[str, float]) -> dict[str, Any]:
     quality = image_quality(data, shard)
@@ -216,8 +224,7 @@ def build_report(dataset: Dataset, data: ShardInput, shard: ShardOutput, shared:
         },
         "groups": groups,
         # what the per-sample noise did (a targeted config on a single group falls back to minimize)
-        "sample_noise": {"objective": shard.sample_objective, "target_steps": config.target_steps
-                         if shard.sample_objective == "targeted" else 0},
+        "sample_noise": sample_noise_summary(shard.sample_objective, config, shared),
         "summary": {
             "epsilon": config.epsilon,
             "linf_max": max((q["linf"] for q in quality), default=0.0),

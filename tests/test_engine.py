@@ -8,7 +8,7 @@ import torch
 
 from mmguard_core.config import ConfigError, preset
 from mmguard_core.engine.ensemble import Surrogate
-from mmguard_core.engine.grouping import Grouping, choose_structure
+from mmguard_core.engine.grouping import Grouping, choose_structure, nearest_targets
 from mmguard_core.engine.protect import (
     ProtectionCancelled,
     ShardInput,
@@ -516,6 +516,51 @@ def test_targeted_answers_point_every_group_at_the_next_one_in_every_shard():
     captions = ["a red one", "a blue one", "another blue one"]
     clusters = Grouping("cluster", ["cluster-0", "cluster-1", "cluster-2"])
     assert target_answers(captions, [0, 2, 2], [0, 1, 2], clusters) == ["a blue one", "a red one", "a red one"]
+
+
+def test_nearest_targets_pair_the_groups_that_look_alike():
+    # four groups on a line of one feature: 0 and 1 alike, 2 and 3 alike -> the cheapest derangement swaps them
+    features = np.array([[0.0], [0.1], [1.0], [1.1], [5.0], [5.1], [6.0], [6.1]])
+    assert nearest_targets(features, [0, 0, 1, 1, 2, 2, 3, 3], 4) == [1, 0, 3, 2]
+    # a group with no sample keeps the next group; the three others still point at each other, not at it
+    assert nearest_targets(features, [0, 0, 1, 1, 2, 2, 2, 2], 4) == [1, 2, 0, 0]
+    assert nearest_targets(features[:2], [0, 0], 1) == [0]  # one group: nothing else to aim at
+    # more groups than the derangement search takes: each group's nearest other group
+    many = np.arange(10, dtype=float)[:, None] ** 2
+    assert nearest_targets(many, list(range(10)), 10) == [1, 0, 1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_a_grouping_keeps_its_targets_through_the_job_metadata():
+    grouping = Grouping("answer", ["blue", "green", "red", "yellow"], targets=[1, 0, 3, 2])
+    again = Grouping.from_dict(grouping.to_dict())
+    assert again.targets == [1, 0, 3, 2] and again.target_keys() == {"blue": "green", "green": "blue",
+                                                                      "red": "yellow", "yellow": "red"}
+    stored = {"structure": "answer", "keys": ["blue", "green", "red"], "centroids": None}  # before target_choice
+    assert Grouping.from_dict(stored).target_keys() == {"blue": "green", "green": "red", "red": "blue"}
+    answers = ["blue", "green", "red", "yellow"]
+    assert target_answers(answers, [0, 1, 2, 3], range(4), grouping) == ["green", "blue", "yellow", "red"]
+    # a shard of red and blue only: each still aims at the job's target, written as that group's key
+    assert target_answers(["red", "blue"], [2, 0], [5, 6], grouping) == ["yellow", "green"]
+
+
+def test_nearest_target_choice_aims_the_noise_elsewhere_and_keeps_the_bound(surrogates):
+    data = make_data(12, captions=True)
+    config = small_config(shared_steps=0, sample_steps=4, sample_objective="targeted", target_steps=4,
+                          noise_structure="cluster", num_clusters=4)
+    shared_next = learn_shared(data, surrogates, config)
+    nearest_config = config.updated(target_choice="nearest")
+    shared_nearest = learn_shared(data, surrogates, nearest_config)
+    assert shared_next.grouping.targets is None  # the default: g -> g + 1
+    targets = shared_nearest.grouping.targets
+    assert sorted(targets) == [0, 1, 2, 3] and all(t != g for g, t in enumerate(targets))  # a derangement
+    assert targets != [1, 2, 3, 0]  # these clusters' nearest partners are not the cycle
+    assert shared_nearest.triggers == shared_next.triggers  # only the aim changes
+    aimed_next = protect_shard(data, shared_next, surrogates, config)
+    aimed_nearest = protect_shard(data, shared_nearest, surrogates, nearest_config)
+    assert any(not np.array_equal(a, b) for a, b in zip(aimed_next.images, aimed_nearest.images, strict=True))
+    assert largest_change(aimed_nearest.images, data.images) <= 8
+    with pytest.raises(ConfigError, match="target_choice: 'closest' is not one of next, nearest"):
+        config.updated(target_choice="closest")
 
 
 def test_targeted_sample_noise_reads_as_the_next_answer_and_leaves_the_surrogates(surrogates):

@@ -12,12 +12,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import permutations
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 FEATURE_GRID = 4  # image features: mean colour on a 4 x 4 grid (48 numbers)
+# up to this many groups the nearest targets form the cheapest derangement (8! = 40320 orders to try);
+# beyond it each group simply takes its nearest other group
+MAX_DERANGEMENT_GROUPS = 8
 
 
 def normalise_answer(text: str) -> str:
@@ -73,6 +77,8 @@ class Grouping:
     structure: str  # "answer" | "cluster"
     keys: list[str]  # answer text per group, or "cluster-<j>"
     centroids: np.ndarray | None = None
+    # the targeted noise's target group of each group (None: the next group, g -> g + 1 cyclically)
+    targets: list[int] | None = None
 
     @classmethod
     def fit(cls, structure: str, answers: Sequence[str], images: Sequence[torch.Tensor],
@@ -101,9 +107,50 @@ class Grouping:
             "structure": self.structure,
             "keys": self.keys,
             "centroids": None if self.centroids is None else self.centroids.tolist(),
+            "targets": self.targets,
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> Grouping:
         centroids = None if data.get("centroids") is None else np.asarray(data["centroids"], dtype=np.float64)
-        return cls(data["structure"], list(data["keys"]), centroids)
+        targets = data.get("targets")  # absent in jobs stored before target_choice
+        return cls(data["structure"], list(data["keys"]), centroids,
+                   None if targets is None else [int(t) for t in targets])
+
+    def target_of(self, group: int) -> int:
+        """The group whose answer `group`'s images are pushed towards by the targeted noise."""
+        return self.targets[group] if self.targets is not None else (group + 1) % len(self.keys)
+
+    def target_keys(self) -> dict[str, str]:
+        """{group key: its target group's key}: what the report shows of the targeted noise's aim."""
+        return {key: self.keys[self.target_of(g)] for g, key in enumerate(self.keys)}
+
+
+def nearest_targets(features: np.ndarray, groups: Sequence[int], num_groups: int) -> list[int]:
+    """Each group's target: the group that looks most like it (distance between the groups' mean image
+    features), so the bounded noise has the least way to go. Up to MAX_DERANGEMENT_GROUPS groups the
+    targets are the derangement (no group its own target, each group the target of one) of least total
+    distance: every group's look then stands for a wrong answer in the protected copy. A group without
+    samples keeps the next group as its target."""
+    if num_groups < 2:
+        return list(range(num_groups))
+    members = np.asarray(groups)
+    present = [g for g in range(num_groups) if (members == g).any()]
+    centres = {g: features[members == g].mean(axis=0) for g in present}
+    distance = np.full((num_groups, num_groups), np.inf)
+    for a in present:
+        for b in present:
+            if a != b:
+                distance[a, b] = float(((centres[a] - centres[b]) ** 2).sum())
+    targets = [(g + 1) % num_groups for g in range(num_groups)]
+    if len(present) < 2:
+        return targets
+    if len(present) <= MAX_DERANGEMENT_GROUPS:
+        best = min((order for order in permutations(present) if all(a != b for a, b in zip(present, order, strict=True))),
+                   key=lambda order: sum(distance[a, b] for a, b in zip(present, order, strict=True)))
+        for a, b in zip(present, best, strict=True):
+            targets[a] = b
+        return targets
+    for a in present:
+        targets[a] = int(np.argmin(distance[a]))
+    return targets

@@ -36,7 +36,7 @@ from mmguard_core.config import CLASSIFIER_ARCHITECTURES, ProtectionConfig
 from mmguard_core.data.images import quantize_with_bound
 from mmguard_core.engine import noise
 from mmguard_core.engine.ensemble import Surrogate, protection_loss, resolve_device
-from mmguard_core.engine.grouping import Grouping, choose_structure
+from mmguard_core.engine.grouping import Grouping, choose_structure, image_features, nearest_targets
 from mmguard_core.engine.transforms import apply_random
 from mmguard_core.engine.trigger_race import alternative_triggers, race_triggers
 from mmguard_core.engine.triggers import base_prompt, search_triggers, trigger_words_needed, with_trigger
@@ -185,6 +185,8 @@ def learn_shared(
     grouping = Grouping.fit(group_rule, data.answers, data.images, config.num_clusters, config.seed)
     groups = grouping.assign(data.answers, data.images)
     num_groups = len(grouping.keys)
+    if config.target_choice == "nearest":
+        grouping.targets = nearest_targets(image_features(data.images), groups, num_groups)
     grid = noise.grid_shape(data.images, config.noise_scale)
     if method == "classwise":  # unoptimised baseline: one random full-bound sign code per group
         patterns = noise.init_patterns(num_groups, grid, config.epsilon, gen) * 2
@@ -429,8 +431,9 @@ def protect_shard(
 
 def target_answers(answers: Sequence[str], groups: Sequence[int], indices: Sequence[int],
                     grouping: Grouping) -> list[str]:
-    """Each sample's target for the targeted objective: an answer of the next group in the job's
-    grouping (group g -> g + 1, cyclically), so every image of one group is pushed towards the same
+    """Each sample's target for the targeted objective: an answer of its group's target group in the
+    job's grouping (`Grouping.target_of`: the next group, g -> g + 1 cyclically, or with `target_choice`
+    "nearest" the group that looks most like it), so every image of one group is pushed towards the same
     other answer in every shard (class-consistent, the form that poisoned best in Fowl et al.).
 
     The text is a shard member's answer of that group; for answer groups missing from the shard, the
@@ -444,10 +447,10 @@ def target_answers(answers: Sequence[str], groups: Sequence[int], indices: Seque
     targets = []
     for position, group in enumerate(groups):
         target = None
-        for step in range(1, num_groups + 1):
-            following = (group + step) % num_groups
+        candidates = [grouping.target_of(group), *((group + step) % num_groups for step in range(1, num_groups))]
+        for following in candidates:
             if following == group:
-                break
+                continue
             if following in members:
                 pool = members[following]
                 target = answers[pool[indices[position] % len(pool)]]
