@@ -339,6 +339,11 @@ class ProtectionConfig:
                 "bph_weight / crs_weight: the binding losses shape error-minimising noise with the trigger in "
                 'place; add "sample_objective": "minimize" (and "shared_steps": 30 for the group pattern) to use them'
             )
+        if self.method == "mmguard" and self.target_choice != "next" and self.sample_objective != "targeted":
+            raise ConfigError(
+                f"target_choice: {self.target_choice!r} picks where the targeted noise aims, and sample_objective "
+                f'is {self.sample_objective!r}; use "sample_objective": "targeted" or leave target_choice at "next"'
+            )
         if self.method == "mmguard" and self.classifier_steps > 0 and self.sample_objective != "targeted":
             raise ConfigError(
                 "classifier_steps: the image classifier is a surrogate of the targeted noise, and sample_objective "

@@ -561,6 +561,8 @@ def test_nearest_target_choice_aims_the_noise_elsewhere_and_keeps_the_bound(surr
     assert largest_change(aimed_nearest.images, data.images) <= 8
     with pytest.raises(ConfigError, match="target_choice: 'closest' is not one of next, nearest"):
         config.updated(target_choice="closest")
+    with pytest.raises(ConfigError, match="target_choice: 'nearest' picks where the targeted noise aims"):
+        config.updated(target_choice="nearest", sample_objective="minimize", classifier_steps=0)
 
 
 def test_targeted_sample_noise_reads_as_the_next_answer_and_leaves_the_surrogates(surrogates):
