@@ -1,40 +1,16 @@
 """benchmarks/compare_pools.py reads what matrix_seeds.py writes and compares arms row by row."""
 
 import json
-from pathlib import Path
 
 from benchmarks.compare_pools import common_rows, read_rows, report, summarise
-from tests.benchmark_helpers import pool_runs
-
-
-def _run(folder: Path, name: str, seed: int, protections: dict[str, float]) -> Path:
-    """One eval_matrix-shaped run: the white-box and Idefics3 cells with the given protections."""
-    def threat(threat_model: str, victim: str, conditions: dict[str, float]) -> dict:
-        return {"threat": threat_model, "victim": victim,
-                "conditions": {c: {"runs": [{"protection": p}]} for c, p in conditions.items()}}
-    data = {
-        "setup": {"zoo_size": "small", "preset": "strong", "ensemble": "llava,qwen2_vl", "seeds": str(seed),
-                  "set": [f"seed={seed}"]},
-        "tasks": {"color@0.2": {
-            "report_summary": {"psnr_mean": 33.3},
-            "threats": {
-                "white": threat("white-box", "zoo:llava", {"none": protections["white"]}),
-                "idefics3": threat("black-box", "zoo:idefics3", {"none": protections["idefics3"],
-                                                                 "strip_vocab": protections["strip"]}),
-            },
-            "recipes": {},
-        }},
-    }
-    path = folder / f"{name}-{seed}.json"
-    path.write_text(json.dumps(data))
-    return path
+from tests.benchmark_helpers import matrix_run, pool_runs
 
 
 def test_compare_pools_reads_matrix_seeds_tables_and_marks_every_miss(tmp_path):
     seeds = {0: {"white": 1.0, "idefics3": 0.9, "strip": 0.5}, 1: {"white": 1.0, "idefics3": 1.0, "strip": 0.7}}
-    control = pool_runs(tmp_path / "control", [_run(tmp_path, "control", s, p) for s, p in seeds.items()])
+    control = pool_runs(tmp_path / "control", [matrix_run(tmp_path, "control", s, p) for s, p in seeds.items()])
     better = {s: p | {"strip": p["strip"] + 0.3} for s, p in seeds.items()}
-    arm = pool_runs(tmp_path / "arm", [_run(tmp_path, "arm", s, p) for s, p in better.items()])
+    arm = pool_runs(tmp_path / "arm", [matrix_run(tmp_path, "arm", s, p) for s, p in better.items()])
 
     rows = read_rows(control)["small"]
     assert rows["white-box `zoo:llava`"] == (1.0, 0.99, "meets")
@@ -63,8 +39,8 @@ def test_sections_pick_one_arm_out_of_a_file_holding_several(tmp_path):
 
 
 def test_common_rows_set_a_reduced_screen_beside_a_complete_matrix(tmp_path):
-    complete = pool_runs(tmp_path / "complete", [_run(tmp_path, "complete", 0, {"white": 1.0, "idefics3": 0.9, "strip": 0.5})])
-    screen_run = _run(tmp_path, "screen", 0, {"white": 0.98, "idefics3": 0.9, "strip": 0.5})
+    complete = pool_runs(tmp_path / "complete", [matrix_run(tmp_path, "complete", 0, {"white": 1.0, "idefics3": 0.9, "strip": 0.5})])
+    screen_run = matrix_run(tmp_path, "screen", 0, {"white": 0.98, "idefics3": 0.9, "strip": 0.5})
     data = json.loads(screen_run.read_text())
     del data["tasks"]["color@0.2"]["threats"]["idefics3"]["conditions"]["strip_vocab"]  # the screen lacks a row
     screen_run.write_text(json.dumps(data))
@@ -84,7 +60,7 @@ def test_intervals_over_seeds_tell_a_short_row_from_an_open_one(tmp_path):
     counts and marks the rows short beyond seed noise."""
     seeds = {0: {"white": 1.0, "idefics3": 0.60, "strip": 0.80}, 1: {"white": 1.0, "idefics3": 0.62, "strip": 0.90},
              2: {"white": 1.0, "idefics3": 0.58, "strip": 0.85}, 3: {"white": 1.0, "idefics3": 0.60, "strip": 0.95}}
-    table = pool_runs(tmp_path / "pool", [_run(tmp_path, "run", s, p) for s, p in seeds.items()])
+    table = pool_runs(tmp_path / "pool", [matrix_run(tmp_path, "run", s, p) for s, p in seeds.items()])
     text = table.read_text()
     # Idefics3: mean 0.60, sample std 0.0163 over 4 seeds, t(3) = 3.182: 0.60 +- 0.026, all of it under 0.95
     assert "| black-box `zoo:idefics3` | 0.60 ± 0.01 | 0.58 – 0.62 | 0.57 – 0.63 (short) | 4 (4 seeds) | ≥ 0.95 |" in text
