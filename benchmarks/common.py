@@ -63,6 +63,21 @@ def write_task(folder: Path, task: str, n_train: int, n_test: int) -> tuple[Path
     return train, test
 
 
+def config_overrides(items: list[str]) -> dict:
+    """The `--set FIELD=VALUE` overrides of a benchmark: VALUE as JSON (numbers, lists, true/false,
+    quoted strings) or, when it is not JSON, the bare word as a string (`--set target_choice=nearest`)."""
+    overrides = {}
+    for item in items:
+        field, sep, value = item.partition("=")
+        if not sep or not field:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE, e.g. --set target_steps=200")
+        try:
+            overrides[field] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[field] = value
+    return overrides
+
+
 def protection_seed(setup: dict) -> int:
     """The protection seed of an eval_matrix run, from its setup's `--set seed=N` (0 when not set)."""
     return int(dict(item.split("=", 1) for item in setup.get("set") or []).get("seed", 0))

@@ -35,7 +35,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks.common import code_state, describe_code, describe_zoo, output_file, write_task, zoo_state  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    code_state,
+    config_overrides,
+    describe_code,
+    describe_zoo,
+    output_file,
+    write_task,
+    zoo_state,
+)
 from mmguard_core.config import preset  # noqa: E402
 from mmguard_core.data import load_dataset  # noqa: E402
 from mmguard_core.evaluate import COUNTERMEASURES, VictimRecipe, evaluate_protection  # noqa: E402
@@ -97,7 +105,7 @@ def main() -> int:
                         help="also fine-tune on clean data with each countermeasure (protection_vs_cm_clean)")
     parser.add_argument("--recipes", help="recipe variants on the white-box family: lr3e-4,lora,freeze_vision,epochs6")
     parser.add_argument("--fractions", help="protected shares < 1 to mix with clean data")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", help="protection config override")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="protection config override")
     parser.add_argument("--zoo-size", default="small")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
@@ -110,7 +118,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     ensemble = args.ensemble.split(",")
     seeds = tuple(int(s) for s in args.seeds.split(","))
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = config_overrides(args.set)
     base = VictimRecipe(epochs=args.epochs, lr=args.lr)
     countermeasures = ["none"] + [c for c in args.countermeasures.split(",") if c and c != "none"]
     fractions = [float(f) for f in args.fractions.split(",") if f]

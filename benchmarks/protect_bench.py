@@ -12,7 +12,6 @@ easy and subtle). Figures are medians over --seeds victim seeds.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks.common import write_json, write_task  # noqa: E402
+from benchmarks.common import config_overrides, write_json, write_task  # noqa: E402
 from mmguard_core.config import preset  # noqa: E402
 from mmguard_core.data import load_dataset  # noqa: E402
 from mmguard_core.evaluate import VictimRecipe, evaluate_protection  # noqa: E402
@@ -43,7 +42,7 @@ def main() -> int:
     parser.add_argument("--heldout", default="paligemma")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--epochs", type=float, default=3.0)
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a config field, e.g. --set bph_weight=0.5")
     parser.add_argument("--zoo-size", default="small")
     parser.add_argument("--zoo-dir", type=Path, help="use checkpoints saved under DIR/<family> instead of the zoo cache")
@@ -55,7 +54,7 @@ def main() -> int:
     torch.set_num_threads(1)
     ensemble = args.ensemble.split(",")
     seeds = tuple(int(s) for s in args.seeds.split(","))
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = config_overrides(args.set)
 
     def spec(family: str) -> str:
         return f"{family}:{args.zoo_dir / family}" if args.zoo_dir else f"zoo:{family}"
