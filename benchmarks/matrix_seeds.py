@@ -86,14 +86,19 @@ def code_lines(codes: dict) -> list[str]:
     return [*lines, ""]
 
 
-def summarise(values: list[tuple[int, float]]) -> dict:
-    scores = [v for _, v in values]
+def per_seed_means(values: list[tuple[int, float]]) -> dict[int, float]:
+    """{protection seed: mean protection over that seed's victim runs}."""
     by_seed: dict[int, list[float]] = {}
     for seed, v in values:
         by_seed.setdefault(seed, []).append(v)
-    means = [sum(v) / len(v) for v in by_seed.values()]
+    return {seed: sum(v) / len(v) for seed, v in by_seed.items()}
+
+
+def summarise(values: list[tuple[int, float]]) -> dict:
+    scores = [v for _, v in values]
+    means = list(per_seed_means(values).values())
     return {"n": len(scores), "mean": statistics.fmean(scores), "std": statistics.pstdev(scores),
-            "seed_min": min(means), "seed_max": max(means), "protect_seeds": len(by_seed),
+            "seed_min": min(means), "seed_max": max(means), "protect_seeds": len(means),
             "interval": seed_interval(means)}
 
 

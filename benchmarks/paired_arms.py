@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.matrix_seeds import pool, seed_interval  # noqa: E402
+from benchmarks.matrix_seeds import per_seed_means, pool, seed_interval  # noqa: E402
 
 
 def seed_means(files: list[Path]) -> dict[tuple[str, str], dict[str, dict[int, float]]]:
@@ -30,10 +30,7 @@ def seed_means(files: list[Path]) -> dict[tuple[str, str], dict[str, dict[int, f
     for key, group in pool(files).items():
         rows = out.setdefault(key, {})
         for row, values in group["rows"].items():
-            by_seed: dict[int, list[float]] = {}
-            for seed, value in values:
-                by_seed.setdefault(seed, []).append(value)
-            rows[row] = {seed: statistics.fmean(v) for seed, v in by_seed.items()}
+            rows[row] = per_seed_means(values)
     return out
 
 
