@@ -22,6 +22,7 @@ TRANSFORMS = ("resize", "crop", "blur", "noise", "jpeg")
 INNER_RECIPES = ("full", "lora")
 SAMPLE_OBJECTIVES = ("minimize", "targeted")
 TARGET_CHOICES = ("next", "nearest")
+TARGET_LOSSES = ("ce", "logit")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
 ZOO_SIZES = ("test", "small", "small-fillers")
@@ -204,6 +205,12 @@ class ProtectionConfig:
     # the grouping's order, whatever the groups look like) or "nearest" (the group whose images look
     # most like it on average, as a derangement: the bounded noise has the least way to go)
     target_choice: str = "next"
+    # what the targeted noise maximises on each surrogate ("targeted" only): "ce" the target answer's
+    # probability (cross-entropy, which saturates once the surrogate copies are fooled), or "logit" its
+    # raw logit, which keeps pushing the image deeper into the target group's features after that --
+    # targeted adversarial examples made so transfer further (Zhao et al. 2021, "On Success and
+    # Simplicity: A Second Look at Transferable Targeted Attacks")
+    target_loss: str = "ce"
     # momentum of the per-sample PGD (MI-FGSM decay; 0 = plain signed steps): steps follow the running,
     # normalised gradient over the EOT draws, which made adversarial examples transfer across models
     momentum: float = 0.0
@@ -288,6 +295,7 @@ class ProtectionConfig:
         choice("inner_recipe", INNER_RECIPES)
         choice("sample_objective", SAMPLE_OBJECTIVES)
         choice("target_choice", TARGET_CHOICES)
+        choice("target_loss", TARGET_LOSSES)
         choice("device", DEVICES)
         choice("dtype", DTYPES)
         choice("zoo_size", ZOO_SIZES)
@@ -343,6 +351,11 @@ class ProtectionConfig:
             raise ConfigError(
                 f"target_choice: {self.target_choice!r} picks where the targeted noise aims, and sample_objective "
                 f'is {self.sample_objective!r}; use "sample_objective": "targeted" or leave target_choice at "next"'
+            )
+        if self.method == "mmguard" and self.target_loss != "ce" and self.sample_objective != "targeted":
+            raise ConfigError(
+                f"target_loss: {self.target_loss!r} is what the targeted noise maximises, and sample_objective "
+                f'is {self.sample_objective!r}; use "sample_objective": "targeted" or leave target_loss at "ce"'
             )
         if self.method == "mmguard" and self.classifier_steps > 0 and self.sample_objective != "targeted":
             raise ConfigError(

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmguard_core.config import ConfigError, preset
-from mmguard_core.engine.ensemble import Surrogate
+from mmguard_core.engine.ensemble import Surrogate, protection_loss
 from mmguard_core.engine.grouping import Grouping, choose_structure, nearest_targets
 from mmguard_core.engine.protect import (
     ProtectionCancelled,
@@ -565,6 +565,26 @@ def test_nearest_target_choice_aims_the_noise_elsewhere_and_keeps_the_bound(surr
         config.updated(target_choice="nearest", sample_objective="minimize", classifier_steps=0)
 
 
+def test_the_logit_target_loss_takes_the_answers_raw_logit_and_keeps_the_bound(surrogates):
+    data = make_data(8)
+    prompts = [base_prompt(q, a) for q, a in zip(data.questions, data.answers, strict=True)]
+    config = small_config(shared_steps=0, sample_steps=4, sample_objective="targeted", target_steps=4)
+    out = surrogates[0].adapter.forward(data.images, prompts)
+    assert out.answer_logit.shape == out.loss.shape and bool(torch.isfinite(out.answer_logit).all())
+    ce = protection_loss(surrogates[:1], data.images, prompts, config)
+    logit = protection_loss(surrogates[:1], data.images, prompts, config, answer_loss="logit")
+    assert torch.isclose(ce, out.loss.mean()) and torch.isclose(logit, -out.answer_logit.mean())
+    shared = learn_shared(data, surrogates, config)
+    by_ce = protect_shard(data, shared, surrogates, config)
+    by_logit = protect_shard(data, shared, surrogates, config.updated(target_loss="logit"))
+    assert any(not np.array_equal(a, b) for a, b in zip(by_ce.images, by_logit.images, strict=True))
+    assert largest_change(by_logit.images, data.images) <= 8 and by_logit.sample_objective == "targeted"
+    with pytest.raises(ConfigError, match="target_loss: 'margin' is not one of ce, logit"):
+        config.updated(target_loss="margin")
+    with pytest.raises(ConfigError, match="target_loss: 'logit' is what the targeted noise maximises"):
+        config.updated(target_loss="logit", sample_objective="minimize", classifier_steps=0)
+
+
 def test_targeted_sample_noise_reads_as_the_next_answer_and_leaves_the_surrogates(surrogates):
     data = make_data(6)
     config = small_config(shared_steps=2, sample_steps=4, sample_share=1.0, epsilon=16 / 255)
@@ -708,7 +728,7 @@ def test_a_shard_of_one_group_falls_back_to_error_minimising_noise_and_says_so(s
 @pytest.mark.parametrize("architecture", ["cnn", "vit", "mlp"])
 def test_image_classifier_learns_the_groups_from_scratch_and_its_loss_reaches_the_pixels(architecture):
     from mmguard_core.config import CLASSIFIER_ARCHITECTURES
-    from mmguard_core.engine.image_classifier import ARCHITECTURES, train_group_classifier
+    from mmguard_core.engine.image_classifier import ARCHITECTURES, pixels, train_group_classifier
     from mmguard_core.models.base import Prompt
 
     gen = torch.Generator().manual_seed(0)
@@ -726,6 +746,10 @@ def test_image_classifier_learns_the_groups_from_scratch_and_its_loss_reaches_th
     losses = classifier.forward(images, own).loss
     assert losses.shape == (48,) and float(losses.mean()) < 0.2  # it reads the groups
     assert torch.equal(losses, again.forward(images, own).loss)  # deterministic for a seed
+    # the raw logit of the answer's group: the cross-entropy is the log-sum-exp over groups less it
+    logits = classifier.model(pixels(images[:4]))
+    read = classifier.forward(images[:4], own[:4])
+    assert torch.allclose(read.loss, torch.logsumexp(logits, 1) - read.answer_logit, atol=1e-5)
     assert not any(p.requires_grad for p in classifier.model.parameters())  # frozen, as the LVLM copies
     # the targeted objective: how far each image reads as the next group; differentiable w.r.t. the image
     delta = torch.zeros(3, 24, 40, requires_grad=True)

@@ -1,6 +1,7 @@
 """The surrogate ensemble and the protection loss taken over it.
 
 l_prot = answer-token LM loss + bph_weight * BPH + crs_weight * CRS, averaged over surrogates.
+The targeted noise may take the answer's negated raw logit in place of the LM loss (`target_loss`).
 """
 
 from __future__ import annotations
@@ -76,15 +77,17 @@ def protection_loss(
     config: ProtectionConfig,
     clean_images: Sequence[torch.Tensor] | None = None,
     clean_prompts: Sequence[Prompt] | None = None,
+    answer_loss: str = "ce",
 ) -> torch.Tensor:
-    """Mean over surrogates (weighted by `Surrogate.weight`) of l_prot on a batch; differentiable w.r.t. `images`."""
+    """Mean over surrogates (weighted by `Surrogate.weight`) of l_prot on a batch; differentiable w.r.t. `images`.
+    `answer_loss` "logit": minus the answer tokens' raw logit instead of their cross-entropy."""
     binding = config.uses_binding and clean_images is not None
     total = torch.zeros(())
     for surrogate in surrogates:
         adapter = surrogate.adapter
         layers = resolve_layers(config.binding_layers, adapter.num_lm_layers) if binding else []
         out = adapter.forward(to_device(images, adapter), prompts, attention_layers=layers)
-        loss = out.loss.float().mean()
+        loss = (-out.answer_logit if answer_loss == "logit" else out.loss).float().mean()
         if binding:
             with torch.no_grad():
                 clean = adapter.forward(to_device(clean_images, adapter), clean_prompts or prompts,

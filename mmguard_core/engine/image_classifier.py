@@ -94,6 +94,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {"cnn": GroupClassifier, "vit": Patc
 @dataclass
 class ClassifierOutput:
     loss: torch.Tensor  # per sample
+    answer_logit: torch.Tensor  # per sample: the raw logit of the answer's group
 
 
 class ImageClassifierSurrogate:
@@ -124,7 +125,9 @@ class ImageClassifierSurrogate:
 
     def forward(self, images: Sequence[torch.Tensor], prompts: Sequence[Prompt], attention_layers=()) -> ClassifierOutput:
         logits = self.model(pixels(images).to(self.device))
-        return ClassifierOutput(F.cross_entropy(logits, self.labels(prompts), reduction="none"))
+        labels = self.labels(prompts)
+        return ClassifierOutput(F.cross_entropy(logits, labels, reduction="none"),
+                                logits.gather(1, labels[:, None])[:, 0])
 
 
 def pixels(images: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -393,7 +393,8 @@ def protect_shard(
             perturbed = [noise.compose(data.images[i], s, d) for i, s, d in zip(batch, shared_parts, own, strict=True)]
             clean = ({"clean_images": [data.images[i] for i in batch],
                       "clean_prompts": [clean_prompts[i] for i in batch]} if binding else {})
-            loss = clock.loss(models, _eot(perturbed, config, gen), [prompts[i] for i in batch], config, **clean)
+            loss = clock.loss(models, _eot(perturbed, config, gen), [prompts[i] for i in batch], config, **clean,
+                              answer_loss=config.target_loss if targeted else "ce")
             for j, (parts, layout) in enumerate(zip(own, layouts, strict=True)):
                 for p, (delta, (_, bound)) in enumerate(zip(parts, layout, strict=True)):
                     direction = delta.grad

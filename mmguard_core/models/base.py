@@ -48,6 +48,8 @@ class TokenPositions:
 class AdapterOutput:
     loss: torch.Tensor  # (B,) mean cross-entropy over each row's answer tokens
     exact: torch.Tensor  # (B,) bool: argmax is right at every answer token (incl. end) = greedy exact match
+    # (B,) mean over each row's answer tokens of the right token's raw logit (the targeted noise's "logit" loss)
+    answer_logit: torch.Tensor | None = None
     attentions: dict[int, torch.Tensor] = field(default_factory=dict)  # LM layer -> (B, heads, T, T)
     positions: list[TokenPositions] = field(default_factory=list)
 

@@ -307,9 +307,12 @@ class HFAdapter(LVLMAdapter):
         wrong = torch.zeros(batch, device=device).index_add_(
             0, rows, (self._argmax(logits) != targets).float()
         )
+        right = logits.gather(1, targets[:, None])[:, 0]
+        answer_logit = torch.zeros(batch, device=device, dtype=right.dtype).index_add(0, rows, right) / counts.clamp_min(1)
         return AdapterOutput(
             loss=loss,
             exact=wrong == 0,
+            answer_logit=answer_logit,
             attentions={layer: store[layer] for layer in attention_layers},
             positions=text["positions"],
         )
