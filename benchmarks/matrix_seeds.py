@@ -46,6 +46,10 @@ def pool(files: list[Path]) -> dict:
     seen: dict[tuple[str, str, int], Path] = {}
     for path in files:
         data = json.loads(path.read_text())
+        if "setup" not in data or "tasks" not in data:
+            # seed_matrix.sh writes its own pooled.json beside the runs; a glob over the folder takes it too
+            raise SystemExit(f"{path} is not one eval_matrix.py run (no setup / tasks): pass the per-seed "
+                             "JSON files, not a pooled table")
         setup = data["setup"]
         seed = protection_seed(setup)
         for task, rows in data["tasks"].items():

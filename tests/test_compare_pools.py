@@ -70,3 +70,19 @@ def test_intervals_over_seeds_tell_a_short_row_from_an_open_one(tmp_path):
     rows = read_rows(table)["small"]
     assert summarise(rows).short == 1 and summarise(rows).under == 1
     assert "| black-box `zoo:idefics3` | **0.60** (short) | ≥ 0.95 |" in report([("pool", {"small": rows})])
+
+
+def test_matrix_seeds_refuses_a_pooled_table_among_the_runs(tmp_path):
+    """seed_matrix.sh leaves pooled.json beside the runs; a glob over the folder must not end in a traceback."""
+    import subprocess
+    import sys
+
+    from benchmarks.common import ROOT
+
+    runs = [matrix_run(tmp_path, "run", s, {"white": 1.0, "idefics3": 0.9, "strip": 0.9}) for s in (0, 1)]
+    pooled = pool_runs(tmp_path / "pooled", runs).with_suffix(".json")
+    refused = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "matrix_seeds.py"), *map(str, runs),
+                              str(pooled), "--out", str(tmp_path / "again")], capture_output=True, text=True)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert f"{pooled} is not one eval_matrix.py run" in refused.stderr
+    assert not (tmp_path / "again.md").exists()
