@@ -574,6 +574,8 @@ def test_the_logit_target_loss_takes_the_answers_raw_logit_and_keeps_the_bound(s
     ce = protection_loss(surrogates[:1], data.images, prompts, config)
     logit = protection_loss(surrogates[:1], data.images, prompts, config, answer_loss="logit")
     assert torch.isclose(ce, out.loss.mean()) and torch.isclose(logit, -out.answer_logit.mean())
+    with pytest.raises(ValueError, match="answer_loss: 'margin' is not one of ce, logit"):
+        protection_loss(surrogates[:1], data.images, prompts, config, answer_loss="margin")
     shared = learn_shared(data, surrogates, config)
     by_ce = protect_shard(data, shared, surrogates, config)
     by_logit = protect_shard(data, shared, surrogates, config.updated(target_loss="logit"))

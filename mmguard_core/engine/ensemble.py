@@ -87,7 +87,15 @@ def protection_loss(
         adapter = surrogate.adapter
         layers = resolve_layers(config.binding_layers, adapter.num_lm_layers) if binding else []
         out = adapter.forward(to_device(images, adapter), prompts, attention_layers=layers)
-        loss = (-out.answer_logit if answer_loss == "logit" else out.loss).float().mean()
+        if answer_loss == "logit":
+            if out.answer_logit is None:  # an adapter written before answer_logit existed
+                raise ValueError(f'surrogate {surrogate.name}: its adapter reports no answer logit, which '
+                                 'target_loss "logit" needs; use target_loss "ce"')
+            loss = -out.answer_logit.float().mean()
+        elif answer_loss == "ce":
+            loss = out.loss.float().mean()
+        else:
+            raise ValueError(f"answer_loss: {answer_loss!r} is not one of ce, logit")
         if binding:
             with torch.no_grad():
                 clean = adapter.forward(to_device(clean_images, adapter), clean_prompts or prompts,
