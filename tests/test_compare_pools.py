@@ -1,7 +1,10 @@
 """benchmarks/compare_pools.py reads what matrix_seeds.py writes and compares arms row by row."""
 
 import json
+import subprocess
+import sys
 
+from benchmarks.common import ROOT
 from benchmarks.compare_pools import common_rows, read_rows, report, summarise
 from tests.benchmark_helpers import matrix_run, pool_runs
 
@@ -74,11 +77,6 @@ def test_intervals_over_seeds_tell_a_short_row_from_an_open_one(tmp_path):
 
 def test_matrix_seeds_refuses_a_pooled_table_among_the_runs(tmp_path):
     """seed_matrix.sh leaves pooled.json beside the runs; a glob over the folder must not end in a traceback."""
-    import subprocess
-    import sys
-
-    from benchmarks.common import ROOT
-
     runs = [matrix_run(tmp_path, "run", s, {"white": 1.0, "idefics3": 0.9, "strip": 0.9}) for s in (0, 1)]
     pooled = pool_runs(tmp_path / "pooled", runs).with_suffix(".json")
     refused = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "matrix_seeds.py"), *map(str, runs),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mmguard_core.config import ProtectionConfig
+from mmguard_core.config import TARGET_LOSSES, ProtectionConfig
 from mmguard_core.engine.binding import (
     answer_image_routing,
     bridge_path_hijack,
@@ -83,6 +83,8 @@ def protection_loss(
     `answer_loss` "logit": minus the answer tokens' raw logit instead of their cross-entropy."""
     binding = config.uses_binding and clean_images is not None
     total = torch.zeros(())
+    if answer_loss not in TARGET_LOSSES:
+        raise ValueError(f"answer_loss: {answer_loss!r} is not one of {', '.join(TARGET_LOSSES)}")
     for surrogate in surrogates:
         adapter = surrogate.adapter
         layers = resolve_layers(config.binding_layers, adapter.num_lm_layers) if binding else []
@@ -92,10 +94,8 @@ def protection_loss(
                 raise ValueError(f'surrogate {surrogate.name}: its adapter reports no answer logit, which '
                                  'target_loss "logit" needs; use target_loss "ce"')
             loss = -out.answer_logit.float().mean()
-        elif answer_loss == "ce":
-            loss = out.loss.float().mean()
         else:
-            raise ValueError(f"answer_loss: {answer_loss!r} is not one of ce, logit")
+            loss = out.loss.float().mean()
         if binding:
             with torch.no_grad():
                 clean = adapter.forward(to_device(clean_images, adapter), clean_prompts or prompts,

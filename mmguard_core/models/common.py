@@ -302,17 +302,18 @@ class HFAdapter(LVLMAdapter):
         rows = query.nonzero()[:, 0]
         batch = labels.shape[0]
         ce = F.cross_entropy(logits, targets, reduction="none")
-        counts = torch.zeros(batch, device=device).index_add_(0, rows, torch.ones_like(ce))
-        loss = torch.zeros(batch, device=device, dtype=ce.dtype).index_add(0, rows, ce) / counts.clamp_min(1)
+        counts = torch.zeros(batch, device=device).index_add_(0, rows, torch.ones_like(ce)).clamp_min(1)
+
+        def row_mean(values: torch.Tensor) -> torch.Tensor:  # answer-token values -> (B,) mean per row
+            return torch.zeros(batch, device=device, dtype=values.dtype).index_add(0, rows, values) / counts
+
         wrong = torch.zeros(batch, device=device).index_add_(
             0, rows, (self._argmax(logits) != targets).float()
         )
-        right = logits.gather(1, targets[:, None])[:, 0]
-        answer_logit = torch.zeros(batch, device=device, dtype=right.dtype).index_add(0, rows, right) / counts.clamp_min(1)
         return AdapterOutput(
-            loss=loss,
+            loss=row_mean(ce),
             exact=wrong == 0,
-            answer_logit=answer_logit,
+            answer_logit=row_mean(logits.gather(1, targets[:, None])[:, 0]),
             attentions={layer: store[layer] for layer in attention_layers},
             positions=text["positions"],
         )
