@@ -69,6 +69,8 @@ def test_owner_flow_end_to_end(page, server: dict, tiny_zip: Path, artifacts: Pa
     assert page.locator("#validation-samples").inner_text() == "4"
     assert page.locator("#validation-format").inner_text().startswith("jsonl")
     assert page.locator("#start-form").is_visible()
+    # the list refreshes after the validation report shows (app.js: renderAccepted, then refreshDatasets)
+    page.locator("#datasets-table tbody tr").first.wait_for()
     assert page.locator("#datasets-table tbody tr").count() == 1
 
     # intensity slider (keyboard), each stop with its trade-off note
