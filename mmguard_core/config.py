@@ -23,6 +23,7 @@ INNER_RECIPES = ("full", "lora")
 SAMPLE_OBJECTIVES = ("minimize", "targeted")
 TARGET_CHOICES = ("next", "nearest")
 TARGET_LOSSES = ("ce", "logit")
+ENSEMBLE_GRADIENTS = ("sum", "balanced")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
 ZOO_SIZES = ("test", "small", "small-fillers")
@@ -211,6 +212,12 @@ class ProtectionConfig:
     # targeted adversarial examples made so transfer further (Zhao et al. 2021, "On Success and
     # Simplicity: A Second Look at Transferable Targeted Attacks")
     target_loss: str = "ce"
+    # how the per-sample PGD step weighs the surrogates: "sum" the gradient of the weighted mean loss
+    # (a model with large gradients -- a sharp classifier, a copy far from the target -- decides the
+    # step's sign nearly alone), or "balanced": each model's gradient, per image, scaled to unit mean
+    # magnitude before the weighted sum, so every surrogate votes with its own weight (the ensemble
+    # attacks' gradient normalisation); same passes, one backward per model
+    ensemble_gradient: str = "sum"
     # momentum of the per-sample PGD (MI-FGSM decay; 0 = plain signed steps): steps follow the running,
     # normalised gradient over the EOT draws, which made adversarial examples transfer across models
     momentum: float = 0.0
@@ -296,6 +303,7 @@ class ProtectionConfig:
         choice("sample_objective", SAMPLE_OBJECTIVES)
         choice("target_choice", TARGET_CHOICES)
         choice("target_loss", TARGET_LOSSES)
+        choice("ensemble_gradient", ENSEMBLE_GRADIENTS)
         choice("device", DEVICES)
         choice("dtype", DTYPES)
         choice("zoo_size", ZOO_SIZES)

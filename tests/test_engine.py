@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmguard_core.config import ConfigError, preset
-from mmguard_core.engine.ensemble import Surrogate, protection_loss
+from mmguard_core.engine.ensemble import Surrogate, balanced_backward, protection_loss
 from mmguard_core.engine.grouping import Grouping, choose_structure, nearest_targets
 from mmguard_core.engine.protect import (
     ProtectionCancelled,
@@ -585,6 +585,39 @@ def test_the_logit_target_loss_takes_the_answers_raw_logit_and_keeps_the_bound(s
         config.updated(target_loss="margin")
     with pytest.raises(ConfigError, match="target_loss: 'logit' is what the targeted noise maximises"):
         config.updated(target_loss="logit", sample_objective="minimize", classifier_steps=0)
+
+
+def test_balanced_ensemble_gradient_gives_each_surrogate_a_unit_vote_per_image(surrogates):
+    data = make_data(4)
+    prompts = [base_prompt(q, a) for q, a in zip(data.questions, data.answers, strict=True)]
+    config = small_config(shared_steps=0, sample_steps=4, sample_objective="targeted", target_steps=4)
+    weighted = [surrogates[0], Surrogate(surrogates[1].name, surrogates[1].adapter, weight=0.5)]
+
+    def noise_leaves():
+        return [[torch.zeros_like(img).requires_grad_(True)] for img in data.images]
+
+    def images(leaves):
+        return [img + parts[0] for img, parts in zip(data.images, leaves, strict=True)]
+
+    # each surrogate's own gradient, from the plain loss of that surrogate alone
+    own = []
+    for surrogate in weighted:
+        leaves = noise_leaves()
+        protection_loss([surrogate], images(leaves), prompts, config).backward()
+        own.append([parts[0].grad for parts in leaves])
+    leaves = noise_leaves()
+    value = balanced_backward(weighted, leaves, images(leaves), prompts, config)
+    assert torch.isclose(value, protection_loss(weighted, data.images, prompts, config))
+    for j, parts in enumerate(leaves):
+        expected = sum(s.weight * g[j] / g[j].abs().mean() for s, g in zip(weighted, own, strict=True)) / 1.5
+        assert torch.allclose(parts[0].grad, expected, rtol=1e-4, atol=1e-6)
+    shared = learn_shared(data, surrogates, config)
+    summed = protect_shard(data, shared, surrogates, config)
+    balanced = protect_shard(data, shared, surrogates, config.updated(ensemble_gradient="balanced"))
+    assert any(not np.array_equal(a, b) for a, b in zip(summed.images, balanced.images, strict=True))
+    assert largest_change(balanced.images, data.images) <= 8 and balanced.sample_objective == "targeted"
+    with pytest.raises(ConfigError, match="ensemble_gradient: 'mean' is not one of sum, balanced"):
+        config.updated(ensemble_gradient="mean")
 
 
 def test_targeted_sample_noise_reads_as_the_next_answer_and_leaves_the_surrogates(surrogates):

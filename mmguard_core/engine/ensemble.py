@@ -2,11 +2,12 @@
 
 l_prot = answer-token LM loss + bph_weight * BPH + crs_weight * CRS, averaged over surrogates.
 The targeted noise may take the answer's negated raw logit in place of the LM loss (`target_loss`).
+`balanced_backward` gives each surrogate an equal-magnitude gradient per image (`ensemble_gradient`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -70,7 +71,7 @@ def to_device(images: Sequence[torch.Tensor], adapter: LVLMAdapter) -> list[torc
     return [img.to(adapter.device, adapter.dtype) for img in images]
 
 
-def protection_loss(
+def surrogate_losses(
     surrogates: Sequence[Surrogate],
     images: Sequence[torch.Tensor],
     prompts: Sequence[Prompt],
@@ -78,13 +79,13 @@ def protection_loss(
     clean_images: Sequence[torch.Tensor] | None = None,
     clean_prompts: Sequence[Prompt] | None = None,
     answer_loss: str = "ce",
-) -> torch.Tensor:
-    """Mean over surrogates (weighted by `Surrogate.weight`) of l_prot on a batch; differentiable w.r.t. `images`.
+) -> Iterator[tuple[Surrogate, torch.Tensor]]:
+    """Each surrogate's l_prot on a batch (on the CPU), one forward pass at a time, so a caller can take
+    one model's gradient before the next model's graph exists.
     `answer_loss` "logit": minus the answer tokens' raw logit instead of their cross-entropy."""
-    binding = config.uses_binding and clean_images is not None
-    total = torch.zeros(())
     if answer_loss not in TARGET_LOSSES:
         raise ValueError(f"answer_loss: {answer_loss!r} is not one of {', '.join(TARGET_LOSSES)}")
+    binding = config.uses_binding and clean_images is not None
     for surrogate in surrogates:
         adapter = surrogate.adapter
         layers = resolve_layers(config.binding_layers, adapter.num_lm_layers) if binding else []
@@ -107,5 +108,48 @@ def protection_loss(
             if config.crs_weight > 0:
                 routes = answer_image_routing(out, layers)
                 loss = loss + config.crs_weight * contrastive_routing_shift(routes, clean_routes)
-        total = total + surrogate.weight * loss.cpu()
-    return total / max(1e-12, sum(surrogate.weight for surrogate in surrogates)) if surrogates else total
+        yield surrogate, loss.cpu()
+
+
+def _total_weight(surrogates: Sequence[Surrogate]) -> float:
+    return max(1e-12, sum(surrogate.weight for surrogate in surrogates))
+
+
+def protection_loss(
+    surrogates: Sequence[Surrogate],
+    images: Sequence[torch.Tensor],
+    prompts: Sequence[Prompt],
+    config: ProtectionConfig,
+    clean_images: Sequence[torch.Tensor] | None = None,
+    clean_prompts: Sequence[Prompt] | None = None,
+    answer_loss: str = "ce",
+) -> torch.Tensor:
+    """Mean over surrogates (weighted by `Surrogate.weight`) of l_prot on a batch; differentiable w.r.t. the
+    images (arguments as `surrogate_losses`)."""
+    total = torch.zeros(())
+    for surrogate, loss in surrogate_losses(surrogates, images, prompts, config, clean_images, clean_prompts,
+                                            answer_loss):
+        total = total + surrogate.weight * loss
+    return total / _total_weight(surrogates) if surrogates else total
+
+
+def balanced_backward(surrogates: Sequence[Surrogate], leaves: Sequence[Sequence[torch.Tensor]], *args,
+                      **kwargs) -> torch.Tensor:
+    """Set each leaf's `.grad` to the weighted mean over surrogates of that surrogate's gradient scaled to
+    unit mean magnitude on the leaf; `leaves` holds one list of noise tensors per image (an image's loss
+    term reaches only its own leaves, so scaling per leaf is scaling per image). Returns the weighted mean
+    loss, detached. Other arguments as `surrogate_losses`."""
+    flat = [leaf for parts in leaves for leaf in parts]
+    sums = [torch.zeros_like(leaf) for leaf in flat]
+    total = torch.zeros(())
+    for surrogate, loss in surrogate_losses(surrogates, *args, **kwargs):
+        # the noise-to-image part of the graph is shared by every surrogate's loss, so it is kept
+        grads = torch.autograd.grad(loss, flat, retain_graph=True, allow_unused=True)
+        for acc, grad in zip(sums, grads, strict=True):
+            if grad is not None:
+                acc += surrogate.weight * grad / grad.abs().mean().clamp_min(1e-12)
+        total = total + surrogate.weight * loss.detach()
+    weight = _total_weight(surrogates)
+    for leaf, acc in zip(flat, sums, strict=True):
+        leaf.grad = acc / weight
+    return total / weight if surrogates else total

@@ -35,7 +35,7 @@ import torch
 from mmguard_core.config import CLASSIFIER_ARCHITECTURES, ProtectionConfig
 from mmguard_core.data.images import quantize_with_bound
 from mmguard_core.engine import noise
-from mmguard_core.engine.ensemble import Surrogate, protection_loss, resolve_device
+from mmguard_core.engine.ensemble import Surrogate, balanced_backward, protection_loss, resolve_device
 from mmguard_core.engine.grouping import Grouping, choose_structure, image_features, nearest_targets
 from mmguard_core.engine.transforms import apply_random
 from mmguard_core.engine.trigger_race import alternative_triggers, race_triggers
@@ -123,10 +123,15 @@ class _Clock:
     def __init__(self) -> None:
         self.seconds = 0.0
 
-    def loss(self, *args, **kwargs) -> torch.Tensor:
+    def loss(self, *args, leaves: Sequence[Sequence[torch.Tensor]] | None = None, **kwargs) -> torch.Tensor:
+        """The protection loss with its gradient in the images' noise; with `leaves` (the per-sample
+        stage under `ensemble_gradient` "balanced") each surrogate's gradient is balanced first."""
         start = time.perf_counter()
-        value = protection_loss(*args, **kwargs)
-        value.backward()
+        if leaves is not None:
+            value = balanced_backward(args[0], leaves, *args[1:], **kwargs)
+        else:
+            value = protection_loss(*args, **kwargs)
+            value.backward()
         self.seconds += time.perf_counter() - start
         return value.detach()
 
@@ -394,7 +399,8 @@ def protect_shard(
             clean = ({"clean_images": [data.images[i] for i in batch],
                       "clean_prompts": [clean_prompts[i] for i in batch]} if binding else {})
             loss = clock.loss(models, _eot(perturbed, config, gen), [prompts[i] for i in batch], config, **clean,
-                              answer_loss=config.target_loss if targeted else "ce")
+                              answer_loss=config.target_loss if targeted else "ce",
+                              leaves=own if config.ensemble_gradient == "balanced" else None)
             for j, (parts, layout) in enumerate(zip(own, layouts, strict=True)):
                 for p, (delta, (_, bound)) in enumerate(zip(parts, layout, strict=True)):
                     direction = delta.grad
