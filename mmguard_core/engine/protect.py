@@ -123,14 +123,16 @@ class _Clock:
     def __init__(self) -> None:
         self.seconds = 0.0
 
-    def loss(self, *args, leaves: Sequence[Sequence[torch.Tensor]] | None = None, **kwargs) -> torch.Tensor:
-        """The protection loss with its gradient in the images' noise; with `leaves` (the per-sample
-        stage under `ensemble_gradient` "balanced") each surrogate's gradient is balanced first."""
+    def loss(self, models: Sequence[Surrogate], *args, leaves: Sequence[Sequence[torch.Tensor]] | None = None,
+             **kwargs) -> torch.Tensor:
+        """The protection loss (arguments as `protection_loss`), its gradient left in the noise; with
+        `leaves` (the per-sample stage under `ensemble_gradient` "balanced") each surrogate's gradient is
+        balanced first."""
         start = time.perf_counter()
         if leaves is not None:
-            value = balanced_backward(args[0], leaves, *args[1:], **kwargs)
+            value = balanced_backward(models, leaves, *args, **kwargs)
         else:
-            value = protection_loss(*args, **kwargs)
+            value = protection_loss(models, *args, **kwargs)
             value.backward()
         self.seconds += time.perf_counter() - start
         return value.detach()
