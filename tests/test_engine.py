@@ -566,9 +566,8 @@ def test_nearest_target_choice_aims_the_noise_elsewhere_and_keeps_the_bound(surr
 
 
 def test_the_logit_target_loss_takes_the_answers_raw_logit_and_keeps_the_bound(surrogates):
-    data = make_data(8)
+    data, config, shared = targeted_shard_setup(surrogates)
     prompts = [base_prompt(q, a) for q, a in zip(data.questions, data.answers, strict=True)]
-    config = small_config(shared_steps=0, sample_steps=4, sample_objective="targeted", target_steps=4)
     out = surrogates[0].adapter.forward(data.images, prompts)
     assert out.answer_logit.shape == out.loss.shape and bool(torch.isfinite(out.answer_logit).all())
     ce = protection_loss(surrogates[:1], data.images, prompts, config)
@@ -576,7 +575,6 @@ def test_the_logit_target_loss_takes_the_answers_raw_logit_and_keeps_the_bound(s
     assert torch.isclose(ce, out.loss.mean()) and torch.isclose(logit, -out.answer_logit.mean())
     with pytest.raises(ValueError, match="answer_loss: 'margin' is not one of ce, logit"):
         protection_loss(surrogates[:1], data.images, prompts, config, answer_loss="margin")
-    shared = learn_shared(data, surrogates, config)
     by_ce = protect_shard(data, shared, surrogates, config)
     by_logit = protect_shard(data, shared, surrogates, config.updated(target_loss="logit"))
     assert any(not np.array_equal(a, b) for a, b in zip(by_ce.images, by_logit.images, strict=True))
@@ -588,9 +586,8 @@ def test_the_logit_target_loss_takes_the_answers_raw_logit_and_keeps_the_bound(s
 
 
 def test_balanced_ensemble_gradient_gives_each_surrogate_a_unit_vote_per_image(surrogates):
-    data = make_data(4)
+    data, config, shared = targeted_shard_setup(surrogates)
     prompts = [base_prompt(q, a) for q, a in zip(data.questions, data.answers, strict=True)]
-    config = small_config(shared_steps=0, sample_steps=4, sample_objective="targeted", target_steps=4)
     weighted = [surrogates[0], Surrogate(surrogates[1].name, surrogates[1].adapter, weight=0.5)]
 
     def noise_leaves():
@@ -611,7 +608,6 @@ def test_balanced_ensemble_gradient_gives_each_surrogate_a_unit_vote_per_image(s
     for j, parts in enumerate(leaves):
         expected = sum(s.weight * g[j] / g[j].abs().mean() for s, g in zip(weighted, own, strict=True)) / 1.5
         assert torch.allclose(parts[0].grad, expected, rtol=1e-4, atol=1e-6)
-    shared = learn_shared(data, surrogates, config)
     summed = protect_shard(data, shared, surrogates, config)
     balanced = protect_shard(data, shared, surrogates, config.updated(ensemble_gradient="balanced"))
     assert any(not np.array_equal(a, b) for a, b in zip(summed.images, balanced.images, strict=True))
