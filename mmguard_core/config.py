@@ -41,7 +41,8 @@ class ConfigError(ValueError):
 FIELDS_ADDED_SINCE_ROBUST_COPIES = frozenset({"robust_epsilon", "momentum", "sample_noise_scale", "plain_copies",
                                               "classifier_steps", "classifier_weight",
                                               "classifier_architectures", "sample_fine_share",
-                                              "lora_copies"})
+                                              "lora_copies", "code_design", "target_choice", "target_loss",
+                                              "ensemble_gradient", "sample_weight_noise"})
 
 
 def parse_epsilon(value: str | float | int, name: str = "epsilon") -> float:
@@ -196,6 +197,9 @@ class ProtectionConfig:
     # model augmentation: relative std of multiplicative Gaussian noise on the surrogates' linear
     # weights, drawn afresh at each shared-noise PGD step (engine/weight_noise.py); 0 = off
     weight_noise: float = 0.0
+    # the same for each per-sample PGD step, on the models that stage sees (the clean-task copies and
+    # image classifiers of the targeted noise): a draw per step, from a stream of its own
+    sample_weight_noise: float = 0.0
     # what the per-sample part of the noise does: "minimize" the surrogates' loss of the sample's own
     # answer (error-minimising, as the shared pattern), or "targeted": make the image read as another
     # group's answer to surrogate copies fine-tuned on the shard's clean data (an adversarial poison,
@@ -335,6 +339,7 @@ class ProtectionConfig:
         in_range("inner_lr", 0.0, 1.0)
         in_range("stop_loss", 0.0, 100.0)
         in_range("weight_noise", 0.0, 1.0)
+        in_range("sample_weight_noise", 0.0, 1.0)
         in_range("momentum", 0.0, 1.0)
         in_range("classifier_weight", 0.01, 100.0)
         architectures = self.classifier_architectures

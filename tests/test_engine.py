@@ -659,6 +659,21 @@ def test_momentum_changes_the_per_sample_steps_and_keeps_the_bound(surrogates):
         config.updated(momentum=1.5)
 
 
+def test_sample_weight_noise_changes_the_per_sample_steps_and_leaves_the_surrogates(surrogates):
+    data, config, shared = targeted_shard_setup(surrogates)
+    before = [p.detach().clone() for s in surrogates for p in s.adapter.model.parameters()]
+    plain = protect_shard(data, shared, surrogates, config)
+    jittered = protect_shard(data, shared, surrogates, config.updated(sample_weight_noise=0.3))
+    again = protect_shard(data, shared, surrogates, config.updated(sample_weight_noise=0.3))
+    assert any(not np.array_equal(a, b) for a, b in zip(plain.images, jittered.images, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(jittered.images, again.images, strict=True))  # seeded
+    assert largest_change(jittered.images, data.images) <= 8
+    after = [p for s in surrogates for p in s.adapter.model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    with pytest.raises(ConfigError, match="sample_weight_noise"):
+        config.updated(sample_weight_noise=1.5)
+
+
 def test_robust_clean_task_copies_change_the_targeted_noise_and_keep_the_bound(surrogates):
     data, config, shared = targeted_shard_setup(surrogates)
     assert config.robust_epsilon == 2 / 255  # the default

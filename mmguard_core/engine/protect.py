@@ -393,6 +393,8 @@ def protect_shard(
             own = [[data.images[i].new_zeros(3, *grid) for grid, _ in layout]
                    for i, layout in zip(batch, layouts, strict=True)]
         velocity = [[torch.zeros_like(d) for d in parts] for parts in own]
+        # its own stream, so turning sample_weight_noise on changes the weights' draws and nothing else
+        augment_gen = _generator(config.seed, 4, data.indices[batch[0]])
         for _ in range(steps if own_bound > 0 else 0):
             for parts in own:
                 for delta in parts:
@@ -400,9 +402,10 @@ def protect_shard(
             perturbed = [noise.compose(data.images[i], s, d) for i, s, d in zip(batch, shared_parts, own, strict=True)]
             clean = ({"clean_images": [data.images[i] for i in batch],
                       "clean_prompts": [clean_prompts[i] for i in batch]} if binding else {})
-            loss = clock.loss(models, _eot(perturbed, config, gen), [prompts[i] for i in batch], config, **clean,
-                              answer_loss=config.target_loss if targeted else "ce",
-                              leaves=own if config.ensemble_gradient == "balanced" else None)
+            with weight_noise([m.adapter.model for m in models], config.sample_weight_noise, augment_gen):
+                loss = clock.loss(models, _eot(perturbed, config, gen), [prompts[i] for i in batch], config, **clean,
+                                  answer_loss=config.target_loss if targeted else "ce",
+                                  leaves=own if config.ensemble_gradient == "balanced" else None)
             for j, (parts, layout) in enumerate(zip(own, layouts, strict=True)):
                 for p, (delta, (_, bound)) in enumerate(zip(parts, layout, strict=True)):
                     direction = delta.grad
