@@ -35,14 +35,19 @@ class ConfigError(ValueError):
     """A configuration value is out of range or unknown; the message names the field."""
 
 
-# fields added from the twelfth session on (the robust copies) and after: a stored config that has every
-# field but these and no robust_epsilon is a complete job row or report from before the robust copies;
-# it made plain clean-task copies, and from_dict keeps it that way
-FIELDS_ADDED_SINCE_ROBUST_COPIES = frozenset({"robust_epsilon", "momentum", "sample_noise_scale", "plain_copies",
-                                              "classifier_steps", "classifier_weight",
-                                              "classifier_architectures", "sample_fine_share",
-                                              "lora_copies", "code_design", "target_choice", "target_loss",
-                                              "ensemble_gradient", "sample_weight_noise"})
+# every field a complete ProtectionConfig had in the eleventh session, the last before the robust
+# clean-task copies: a stored config that holds all of them and no robust_epsilon is a job row or
+# report from then; it made plain clean-task copies, and from_dict keeps it that way. A fixed list, so
+# a field added later never needs adding anywhere for this to hold
+ELEVENTH_SESSION_FIELDS = frozenset({
+    "method", "epsilon", "noise_structure", "num_clusters", "noise_scale", "sample_share", "shared_steps",
+    "sample_steps", "step_size", "eot_transforms", "trigger_length", "trigger_placement", "trigger_position",
+    "trigger_candidates", "trigger_vocabulary", "trigger_order", "trigger_trials", "trigger_trial_steps",
+    "bph_weight", "bph_betas", "crs_weight", "binding_layers", "omega_patch_fraction", "binding_steps",
+    "bilevel_rounds", "inner_steps", "inner_lr", "inner_recipe", "stop_loss", "weight_noise", "sample_objective",
+    "target_steps", "surrogates", "zoo_size", "batch_size", "seed", "device", "dtype", "threads", "verify",
+    "verify_victim", "verify_samples", "verify_epochs", "verify_seeds",
+})
 
 
 def parse_epsilon(value: str | float | int, name: str = "epsilon") -> float:
@@ -437,7 +442,7 @@ class ProtectionConfig:
             # every config written before the tenth session (stored jobs, reports, --config files) ran
             # the error-minimising noise; and a config that sets the group pattern's steps asks for it
             data = {**data, "sample_objective": "minimize"}
-        if "robust_epsilon" not in data and known - FIELDS_ADDED_SINCE_ROBUST_COPIES <= set(data):
+        if "robust_epsilon" not in data and ELEVENTH_SESSION_FIELDS <= set(data):
             # a complete config without it -- a stored job or report written before the twelfth session
             # -- fine-tuned its clean-task copies plainly; a job resumed after an upgrade keeps doing so
             data = {**data, "robust_epsilon": 0.0}

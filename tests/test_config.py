@@ -3,7 +3,7 @@ import json
 import pytest
 
 from mmguard_core.config import (
-    FIELDS_ADDED_SINCE_ROBUST_COPIES,
+    ELEVENTH_SESSION_FIELDS,
     PRESETS,
     ConfigError,
     ProtectionConfig,
@@ -116,22 +116,11 @@ def test_a_config_from_before_the_targeted_default_still_means_what_it_meant():
     assert preset("balanced", weight_noise=0.3, shared_steps=30).weight_noise == 0.3
 
 
-# every field a complete ProtectionConfig had in the eleventh session, before robust clean-task copies
-ELEVENTH_SESSION_FIELDS = frozenset({
-    "method", "epsilon", "noise_structure", "num_clusters", "noise_scale", "sample_share", "shared_steps",
-    "sample_steps", "step_size", "eot_transforms", "trigger_length", "trigger_placement", "trigger_position",
-    "trigger_candidates", "trigger_vocabulary", "trigger_order", "trigger_trials", "trigger_trial_steps",
-    "bph_weight", "bph_betas", "crs_weight", "binding_layers", "omega_patch_fraction", "binding_steps",
-    "bilevel_rounds", "inner_steps", "inner_lr", "inner_recipe", "stop_loss", "weight_noise", "sample_objective",
-    "target_steps", "surrogates", "zoo_size", "batch_size", "seed", "device", "dtype", "threads", "verify",
-    "verify_victim", "verify_samples", "verify_epochs", "verify_seeds",
-})
-
-
 def test_a_stored_config_from_before_the_robust_copies_keeps_its_plain_copies():
     # a complete config written by the tenth or eleventh session (a job row, a report) has no
     # robust_epsilon: it fine-tuned the clean-task copies plainly, and a resumed job must not change that
-    stored = {k: v for k, v in preset("strong").to_dict().items() if k not in FIELDS_ADDED_SINCE_ROBUST_COPIES}
+    stored = {k: v for k, v in preset("strong").to_dict().items() if k in ELEVENTH_SESSION_FIELDS}
+    assert len(stored) == len(ELEVENTH_SESSION_FIELDS)  # every field of then still exists
     assert ProtectionConfig.from_dict(stored).robust_epsilon == 0.0
     assert ProtectionConfig.from_dict(stored).sample_noise_scale == 1  # full-resolution noise, as then
     # and one from the twelfth session, written with robust copies but before sample_noise_scale
@@ -144,11 +133,6 @@ def test_a_stored_config_from_before_the_robust_copies_keeps_its_plain_copies():
     assert (preset("strong").sample_noise_scale, preset("strong").plain_copies) == (4, True)
     assert (preset("balanced").sample_noise_scale, preset("balanced").plain_copies) == (1, False)
     assert ProtectionConfig.from_dict({**stored, "momentum": 0.0}).robust_epsilon == 0.0
-    # what such a row really holds: the fields of the eleventh session's config, none added since (a
-    # field added later and left out of FIELDS_ADDED_SINCE_ROBUST_COPIES would give it robust copies)
-    eleventh = {k: v for k, v in preset("strong").to_dict().items() if k in ELEVENTH_SESSION_FIELDS}
-    assert len(eleventh) == len(ELEVENTH_SESSION_FIELDS)
-    assert ProtectionConfig.from_dict(eleventh).robust_epsilon == 0.0
     # a partial config (a user's --config file or job request) gets the current default
     assert ProtectionConfig.from_dict({"target_steps": 40}).robust_epsilon == 2 / 255
     assert preset("strong").robust_epsilon == preset("balanced").robust_epsilon == 2 / 255
