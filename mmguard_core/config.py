@@ -221,6 +221,12 @@ class ProtectionConfig:
     # targeted adversarial examples made so transfer further (Zhao et al. 2021, "On Success and
     # Simplicity: A Second Look at Transferable Targeted Attacks")
     target_loss: str = "ce"
+    # weight of a feature-level term beside that answer loss ("targeted" only; 0 = off): each LVLM copy's
+    # image states entering its middle language-model layer are pushed from the sample's own answer's
+    # clean mean towards the target answer's (engine/feature_target.py) -- targeted examples that move a
+    # model's intermediate representation transfer to other models further than ones aimed at its
+    # output (Inkawhich et al. 2019)
+    target_feature_weight: float = 0.0
     # how the per-sample PGD step weighs the surrogates: "sum" the gradient of the weighted mean loss
     # (a model with large gradients -- a sharp classifier, a copy far from the target -- decides the
     # step's sign nearly alone), or "balanced": each model's gradient, per image, scaled to unit mean
@@ -345,6 +351,7 @@ class ProtectionConfig:
         in_range("stop_loss", 0.0, 100.0)
         in_range("weight_noise", 0.0, 1.0)
         in_range("sample_weight_noise", 0.0, 1.0)
+        in_range("target_feature_weight", 0.0, 100.0)
         in_range("momentum", 0.0, 1.0)
         in_range("classifier_weight", 0.01, 100.0)
         architectures = self.classifier_architectures
@@ -374,6 +381,11 @@ class ProtectionConfig:
             raise ConfigError(
                 f"target_loss: {self.target_loss!r} is what the targeted noise maximises, and sample_objective "
                 f'is {self.sample_objective!r}; use "sample_objective": "targeted" or leave target_loss at "ce"'
+            )
+        if self.method == "mmguard" and self.target_feature_weight > 0 and self.sample_objective != "targeted":
+            raise ConfigError(
+                "target_feature_weight: the feature term aims the targeted noise, and sample_objective "
+                f'is {self.sample_objective!r}; use "sample_objective": "targeted" or leave target_feature_weight at 0'
             )
         if self.method == "mmguard" and self.classifier_steps > 0 and self.sample_objective != "targeted":
             raise ConfigError(

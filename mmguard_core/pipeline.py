@@ -188,8 +188,8 @@ def sample_noise_summary(objective: str, config: ProtectionConfig, shared: Share
     if objective != "targeted" or shared.grouping is None:
         return {"objective": objective, "target_steps": 0}
     return {"objective": objective, "target_steps": config.target_steps, "target_choice": config.target_choice,
-            "target_loss": config.target_loss, "ensemble_gradient": config.ensemble_gradient,
-            "targets": shared.grouping.target_keys()}
+            "target_loss": config.target_loss, "target_feature_weight": config.target_feature_weight,
+            "ensemble_gradient": config.ensemble_gradient, "targets": shared.grouping.target_keys()}
 
 
 def build_report(dataset: Dataset, data: ShardInput, shard: ShardOutput, shared: SharedState,

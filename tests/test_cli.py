@@ -97,7 +97,8 @@ def test_the_default_preset_aims_the_noise_at_another_answer_and_reports_it(vqa_
     report = json.loads(report_path.read_text())
     aims = report["sample_noise"].pop("targets")
     assert report["sample_noise"] == {"objective": "targeted", "target_steps": 4, "target_choice": "next",
-                                       "target_loss": "ce", "ensemble_gradient": "sum"}
+                                       "target_loss": "ce", "target_feature_weight": 0.0,
+                                       "ensemble_gradient": "sum"}
     assert set(aims) == set(aims.values()) == set(report["groups"]["triggers"])  # every group aims at another
     assert all(group != aim for group, aim in aims.items())
     assert report["timings"]["clean_task_surrogates"] > 0 and report["loss_curve"]["shared"] == []

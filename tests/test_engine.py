@@ -1,6 +1,7 @@
 """The engine's stages on tiny random-init models of the real transformers classes."""
 
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,6 +9,12 @@ import torch
 
 from mmguard_core.config import ConfigError, preset
 from mmguard_core.engine.ensemble import Surrogate, balanced_backward, protection_loss
+from mmguard_core.engine.feature_target import (
+    build_anchor,
+    capture_layer_input,
+    feature_term,
+    pooled_image_states,
+)
 from mmguard_core.engine.grouping import Grouping, choose_structure, nearest_targets
 from mmguard_core.engine.protect import (
     ProtectionCancelled,
@@ -583,6 +590,54 @@ def test_the_logit_target_loss_takes_the_answers_raw_logit_and_keeps_the_bound(s
         config.updated(target_loss="margin")
     with pytest.raises(ConfigError, match="target_loss: 'logit' is what the targeted noise maximises"):
         config.updated(target_loss="logit", sample_objective="minimize", classifier_steps=0)
+
+
+def test_the_feature_term_pulls_the_image_states_towards_the_target_answers_mean(surrogates):
+    data, config, shared = targeted_shard_setup(surrogates)
+    prompts = [base_prompt(q, a) for q, a in zip(data.questions, data.answers, strict=True)]
+    anchor = build_anchor(surrogates[0].adapter, data.images, prompts, batch_size=4)
+    assert sorted(anchor.centroids) == sorted(COLOURS) and anchor.layer == 1  # the test LM has two layers
+    width = surrogates[0].adapter.config.text_config.hidden_size
+    assert anchor.mean.shape == (width,) and all(c.shape == (width,) for c in anchor.centroids.values())
+    # a state at its own answer's mean scores cos 1 to it, less to the others' means
+    own = torch.stack([anchor.centroids["red"]] * 2)
+    term = feature_term(own, anchor, ["red", "red"], ["green", "red"])
+    assert 0 < float(term[0]) <= 2 and float(term[1]) == 0.0  # no target elsewhere: no term
+
+    weighted = config.updated(target_feature_weight=5.0)
+    plain = protect_shard(data, shared, surrogates, config)
+    featured = protect_shard(data, shared, surrogates, weighted)
+    again = protect_shard(data, shared, surrogates, weighted)
+    assert all(s.anchor is None for s in surrogates)  # the loaded ensemble carries no shard's anchor
+    assert all(np.array_equal(a, b) for a, b in zip(featured.images, again.images, strict=True))
+    assert largest_change(featured.images, data.images) <= 8 and featured.sample_objective == "targeted"
+    assert any(not np.array_equal(a, b) for a, b in zip(plain.images, featured.images, strict=True))
+    # the loss the steps descend is the answer loss plus the weight times the term, on anchored models
+    # only; one signed step down its gradient lowers the term
+    groups = shared.grouping.assign(data.answers, data.images)
+    targets = target_answers(data.answers, groups, data.indices, shared.grouping)
+    wanted = [base_prompt(q, t) for q, t in zip(data.questions, targets, strict=True)]
+    anchored = [replace(surrogates[0], anchor=anchor)]
+    deltas = [torch.zeros_like(image, requires_grad=True) for image in data.images]
+    images = [image + delta for image, delta in zip(data.images, deltas, strict=True)]
+    total = protection_loss(anchored, images, wanted, weighted, own_answers=data.answers)
+    answer_only = protection_loss(anchored, data.images, wanted, config, own_answers=data.answers)
+    assert torch.isclose(answer_only, protection_loss(surrogates[:1], data.images, wanted, weighted,
+                                                      own_answers=data.answers))  # no anchor: no term
+
+    def term_at(batch):
+        with torch.no_grad(), capture_layer_input(surrogates[0].adapter, anchor.layer) as store:
+            out = surrogates[0].adapter.forward(batch, wanted)
+        return feature_term(pooled_image_states(store["hidden"], out.positions), anchor, data.answers, targets).mean()
+
+    assert torch.isclose(total.detach(), answer_only + 5.0 * term_at(data.images), atol=1e-5)
+    total.backward()
+    stepped = [image - 2 / 255 * delta.grad.sign() for image, delta in zip(data.images, deltas, strict=True)]
+    assert term_at(stepped) < term_at(data.images)
+    with pytest.raises(ConfigError, match="target_feature_weight"):
+        config.updated(target_feature_weight=-1.0)
+    with pytest.raises(ConfigError, match="target_feature_weight: the feature term aims the targeted noise"):
+        config.updated(target_feature_weight=1.0, sample_objective="minimize", classifier_steps=0)
 
 
 def test_balanced_ensemble_gradient_gives_each_surrogate_a_unit_vote_per_image(surrogates):

@@ -1,7 +1,8 @@
 """The surrogate ensemble and the protection loss taken over it.
 
 l_prot = answer-token LM loss + bph_weight * BPH + crs_weight * CRS, averaged over surrogates.
-The targeted noise may take the answer's negated raw logit in place of the LM loss (`target_loss`).
+The targeted noise may take the answer's negated raw logit in place of the LM loss (`target_loss`), and
+add a feature-level term on the copies that carry a FeatureAnchor (`target_feature_weight`).
 `balanced_backward` gives each surrogate an equal-magnitude gradient per image (`ensemble_gradient`).
 """
 
@@ -20,6 +21,12 @@ from mmguard_core.engine.binding import (
     omega_delta,
     resolve_layers,
 )
+from mmguard_core.engine.feature_target import (
+    FeatureAnchor,
+    capture_layer_input,
+    feature_term,
+    pooled_image_states,
+)
 from mmguard_core.models.base import LVLMAdapter, Prompt
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -30,6 +37,8 @@ class Surrogate:
     name: str  # the spec it came from, e.g. "zoo:llava" or "llava:/models/llava-1.5-7b-hf"
     adapter: LVLMAdapter
     weight: float = 1.0  # its share in the loss averaged over the models (the image classifiers': classifier_weight)
+    # the clean image states the targeted noise's feature term aims by (target_feature_weight); None: no term
+    anchor: FeatureAnchor | None = None
 
 
 def default_surrogate_specs() -> list[str]:
@@ -79,17 +88,25 @@ def surrogate_losses(
     clean_images: Sequence[torch.Tensor] | None = None,
     clean_prompts: Sequence[Prompt] | None = None,
     answer_loss: str = "ce",
+    own_answers: Sequence[str] | None = None,
 ) -> Iterator[tuple[Surrogate, torch.Tensor]]:
     """Each surrogate's l_prot on a batch (on the CPU), one forward pass at a time, so a caller can take
     one model's gradient before the next model's graph exists.
-    `answer_loss` "logit": minus the answer tokens' raw logit instead of their cross-entropy."""
+    `answer_loss` "logit": minus the answer tokens' raw logit instead of their cross-entropy.
+    `own_answers` (the images' true answers; the prompts carry the targets): with `target_feature_weight`,
+    each surrogate holding an anchor adds that weight times the feature term (engine/feature_target.py)."""
     if answer_loss not in TARGET_LOSSES:
         raise ValueError(f"answer_loss: {answer_loss!r} is not one of {', '.join(TARGET_LOSSES)}")
     binding = config.uses_binding and clean_images is not None
     for surrogate in surrogates:
         adapter = surrogate.adapter
         layers = resolve_layers(config.binding_layers, adapter.num_lm_layers) if binding else []
-        out = adapter.forward(to_device(images, adapter), prompts, attention_layers=layers)
+        anchor = surrogate.anchor if own_answers is not None and config.target_feature_weight > 0 else None
+        if anchor is not None:
+            with capture_layer_input(adapter, anchor.layer) as store:
+                out = adapter.forward(to_device(images, adapter), prompts, attention_layers=layers)
+        else:
+            out = adapter.forward(to_device(images, adapter), prompts, attention_layers=layers)
         if answer_loss == "logit":
             if out.answer_logit is None:  # an adapter written before answer_logit existed
                 raise ValueError(f'surrogate {surrogate.name}: its adapter reports no answer logit, which '
@@ -97,6 +114,10 @@ def surrogate_losses(
             loss = -out.answer_logit.float().mean()
         else:
             loss = out.loss.float().mean()
+        if anchor is not None:
+            states = pooled_image_states(store["hidden"], out.positions)
+            targets = [prompt.answer for prompt in prompts]
+            loss = loss + config.target_feature_weight * feature_term(states, anchor, own_answers, targets).mean()
         if binding:
             with torch.no_grad():
                 clean = adapter.forward(to_device(clean_images, adapter), clean_prompts or prompts,
@@ -123,12 +144,13 @@ def protection_loss(
     clean_images: Sequence[torch.Tensor] | None = None,
     clean_prompts: Sequence[Prompt] | None = None,
     answer_loss: str = "ce",
+    own_answers: Sequence[str] | None = None,
 ) -> torch.Tensor:
     """Mean over surrogates (weighted by `Surrogate.weight`) of l_prot on a batch; differentiable w.r.t. the
     images (arguments as `surrogate_losses`)."""
     total = torch.zeros(())
     for surrogate, loss in surrogate_losses(surrogates, images, prompts, config, clean_images, clean_prompts,
-                                            answer_loss):
+                                            answer_loss, own_answers):
         total = total + surrogate.weight * loss
     return total / _total_weight(surrogates) if surrogates else total
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from mmguard_core.config import CLASSIFIER_ARCHITECTURES, ProtectionConfig
 from mmguard_core.data.images import quantize_with_bound
 from mmguard_core.engine import noise
 from mmguard_core.engine.ensemble import Surrogate, balanced_backward, protection_loss, resolve_device
+from mmguard_core.engine.feature_target import build_anchor, supports_states
 from mmguard_core.engine.grouping import Grouping, choose_structure, image_features, nearest_targets
 from mmguard_core.engine.transforms import apply_random
 from mmguard_core.engine.trigger_race import alternative_triggers, race_triggers
@@ -375,6 +376,8 @@ def protect_shard(
         t0 = time.perf_counter()
         models = _clean_task_copies(surrogates, data, clean_prompts, config, progress, should_stop)
         models = models + _classifier_copies(data, groups, shared.grouping, config)
+        if config.target_feature_weight > 0:
+            models = _anchored(models, data, clean_prompts, config)
         clean_task_seconds = time.perf_counter() - t0
         clock.seconds += clean_task_seconds
         _check(should_stop)
@@ -405,6 +408,7 @@ def protect_shard(
             with weight_noise([m.adapter.model for m in models], config.sample_weight_noise, augment_gen):
                 loss = clock.loss(models, _eot(perturbed, config, gen), [prompts[i] for i in batch], config, **clean,
                                   answer_loss=config.target_loss if targeted else "ce",
+                                  own_answers=[clean_prompts[i].answer for i in batch] if targeted else None,
                                   leaves=own if config.ensemble_gradient == "balanced" else None)
             for j, (parts, layout) in enumerate(zip(own, layouts, strict=True)):
                 for p, (delta, (_, bound)) in enumerate(zip(parts, layout, strict=True)):
@@ -513,6 +517,15 @@ def _clean_task_copies(surrogates: Sequence[Surrogate], data: ShardInput, clean_
                  seed=config.seed + 17 + k + 1000 * r,
                  adversarial_epsilon=radius, should_stop=should_stop, progress=report)
     return copies
+
+
+def _anchored(models: Sequence[Surrogate], data: ShardInput, clean_prompts,
+              config: ProtectionConfig) -> list[Surrogate]:
+    """The models with each LVLM copy's clean image states of this shard attached (the feature term of
+    `target_feature_weight`, engine/feature_target.py); new Surrogate objects, so the loaded ensemble
+    (which the copies are when `target_steps` is 0) carries no shard's anchor into the next."""
+    return [replace(m, anchor=build_anchor(m.adapter, data.images, clean_prompts, config.batch_size))
+            if supports_states(m.adapter) else m for m in models]
 
 
 def _classifier_copies(data: ShardInput, groups: Sequence[int], grouping: Grouping,
