@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from mmguard_core.config import FAMILY_NAMES  # noqa: E402
+from mmguard_core.engine.feature_target import capture_layer_input, pooled_image_states, state_layer  # noqa: E402
 from mmguard_core.models import (  # noqa: E402
     FAMILIES,
     ModelLoadError,
@@ -174,6 +175,32 @@ def test_attentions_for_requested_layers(adapter):
     pos = out.positions[0]
     out.attentions[0][0, :, pos.answer][..., pos.image].sum().backward()
     assert image.grad.abs().sum() > 0
+
+
+def test_image_states_follow_the_image_and_never_the_answer(adapter):
+    """The feature term's reading (engine/feature_target.py): the middle layer's input at the image
+    positions, differentiable in the pixels, blind to the answer; blind to the question too except
+    under PaliGemma's prefix attention."""
+    layer = state_layer(adapter)
+
+    def states(images, prompts):
+        with capture_layer_input(adapter, layer) as store:
+            out = adapter.forward(images, prompts)
+        return pooled_image_states(store["hidden"], out.positions)
+
+    image = _images()[0]
+    with torch.no_grad():
+        base = states([image] * 3, [Prompt("what colour is the shape", "red circle"),
+                                    Prompt("what colour is the shape", "blue"),
+                                    Prompt("pent zebra is the shape red", "blue")])
+        other_image = states([_images(seed=1)[0]], [Prompt("what colour is the shape", "red circle")])
+    assert base.shape == (3, adapter.config.text_config.hidden_size)
+    assert torch.allclose(base[0], base[1], atol=1e-6)  # the answer never reaches them
+    assert torch.allclose(base[0], base[2], atol=1e-6) != (adapter.family == "paligemma")
+    assert not torch.allclose(base[0], other_image[0], atol=1e-6)
+    pixels = image.clone().requires_grad_(True)
+    states([pixels], [Prompt("what colour is the shape", "blue")]).sum().backward()
+    assert pixels.grad.abs().sum() > 0
 
 
 def test_save_load_round_trip(adapter, tmp_path):

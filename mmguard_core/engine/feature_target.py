@@ -7,9 +7,9 @@ target class (Inkawhich et al. 2019, "Feature Space Perturbations Yield More Tra
 Adversarial Examples"; Huang et al. 2019, "Enhancing Adversarial Example Transferability with an
 Intermediate Level Attack"). Here the representation is each LVLM copy's hidden state at the image
 token positions entering its middle language-model layer, averaged over those positions: where the
-image's content has been read into the language model's space, before any question or answer token
-can reach it (the image block precedes the question in every family's template, and attention is
-causal).
+image's content has been read into the language model's space, before any answer token can reach it
+(the image block precedes the question and the answer in every family's template, and attention is
+causal; PaliGemma's prefix attention lets the question in too, never the answer).
 
     feature term = cos(h - mu, c_own - mu) - cos(h - mu, c_target - mu)
 
