@@ -15,7 +15,10 @@ causal; PaliGemma's prefix attention lets the question in too, never the answer)
 
 with c_a the mean clean state of the shard's samples whose answer is a, and mu the mean over the
 shard (so the cosine compares what differs between images, not the large state every image shares).
-Adapters without decoder layers (the image classifiers) keep the answer loss only.
+Adapters without decoder layers (the image classifiers) keep the answer loss only. Means are keyed
+by answer text, as the answer loss's targets are: with repeated answers (a closed set) c_target is the
+target group's mean; with captions, where every answer is its own, it is the state of the one shard
+member whose caption the answer loss aims at (protect.target_answers).
 """
 
 from __future__ import annotations
