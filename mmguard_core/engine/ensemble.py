@@ -102,10 +102,7 @@ def surrogate_losses(
         adapter = surrogate.adapter
         layers = resolve_layers(config.binding_layers, adapter.num_lm_layers) if binding else []
         anchor = surrogate.anchor if own_answers is not None and config.target_feature_weight > 0 else None
-        if anchor is not None:
-            with capture_layer_input(adapter, anchor.layer) as store:
-                out = adapter.forward(to_device(images, adapter), prompts, attention_layers=layers)
-        else:
+        with capture_layer_input(adapter, anchor.layer if anchor is not None else None) as store:
             out = adapter.forward(to_device(images, adapter), prompts, attention_layers=layers)
         if answer_loss == "logit":
             if out.answer_logit is None:  # an adapter written before answer_logit existed

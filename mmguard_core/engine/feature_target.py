@@ -54,9 +54,13 @@ def state_layer(adapter: LVLMAdapter) -> int:
 
 
 @contextmanager
-def capture_layer_input(adapter: LVLMAdapter, layer: int) -> Iterator[dict[str, torch.Tensor]]:
-    """A forward pre-hook on decoder layer `layer`; yields a dict whose "hidden" is its input (B, T, D)."""
+def capture_layer_input(adapter: LVLMAdapter, layer: int | None) -> Iterator[dict[str, torch.Tensor]]:
+    """A forward pre-hook on decoder layer `layer`; yields a dict whose "hidden" is its input (B, T, D).
+    `layer` None: no hook, the dict stays empty (a caller that reads states only sometimes)."""
     store: dict[str, torch.Tensor] = {}
+    if layer is None:
+        yield store
+        return
 
     def hook(_module, args, kwargs):
         store["hidden"] = args[0] if args else kwargs["hidden_states"]
